@@ -1,0 +1,62 @@
+"""Tasks the end-to-end tests run in real workers (``--include tests.e2e_tasks``).
+
+Each records its attempts in the suite's private Redis, so tests can see what really ran.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from functools import cache
+from typing import Any
+
+import redis
+from pydantic import BaseModel, Field
+
+from worker_app.celery import app
+from worker_app.errors import PermanentError
+
+
+@cache
+def _redis() -> redis.Redis:
+    return redis.Redis.from_url(os.environ["REDIS_URL"], decode_responses=True)
+
+
+def _record(key: str, attempt: int) -> None:
+    _redis().rpush(key, json.dumps({"attempt": attempt, "at": time.time()}))
+
+
+class RecordPayload(BaseModel):
+    key: str = Field(min_length=1)
+    value: int = Field(ge=0)
+
+
+@app.task(name="e2e.record", payload_model=RecordPayload)
+def record(payload: RecordPayload) -> int:
+    _redis().rpush(payload.key, payload.value)
+    return payload.value
+
+
+@app.task(name="e2e.flaky", bind=True)
+def flaky(self: Any, key: str, fail_times: int) -> str:
+    attempt = self.request.retries + 1
+    _record(key, attempt)
+    if attempt <= fail_times:
+        raise RuntimeError(f"transient failure {attempt}")
+    return "ok"
+
+
+@app.task(name="e2e.permanent", bind=True)
+def permanent(self: Any, key: str) -> None:
+    _record(key, self.request.retries + 1)
+    raise PermanentError("this input can never work")
+
+
+@app.task(name="e2e.slow", bind=True)
+def slow(self: Any, key: str, first_seconds: float) -> int:
+    attempt = self.request.retries + 1
+    _record(key, attempt)
+    if attempt == 1:
+        time.sleep(first_seconds)
+    return int(attempt)

@@ -1,0 +1,192 @@
+"""The base task: payload validation, retries with full-jitter backoff, and failure routing.
+
+Every task of the app uses it (``task_cls``), so plain ``@app.task`` functions get the same
+contract: any exception retries with ``random(0, min(max, base * 2**attempt))`` seconds of delay
+up to the retry limit; a :class:`PermanentError` (an invalid payload included) goes straight to
+the failure handler; a :class:`Deferred` runs again later without using up a retry.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from typing import Any
+
+from celery import Task
+from celery.exceptions import Ignore, Reject, Retry
+from kombu.exceptions import OperationalError
+from pydantic import BaseModel, ValidationError
+
+from worker_app.config import get_settings
+from worker_app.errors import Deferred, InvalidPayload, PermanentError, UnsafeSerializer
+from worker_app.failures import Failure, handle_failure
+from worker_app.queues import check_queue
+
+logger = logging.getLogger(__name__)
+
+# Celery's own control flow passes through untouched.
+_CONTROL = (Retry, Ignore, Reject)
+
+
+def _seconds(value: timedelta | float | None, default: timedelta) -> float:
+    if value is None:
+        return default.total_seconds()
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+def backoff_bound(attempt: int, base: float, cap: float) -> float:
+    """The largest delay before retry number ``attempt + 1``: ``min(cap, base * 2**attempt)``."""
+    return min(cap, base * 2.0**attempt)
+
+
+def validate_payload(
+    model: type[BaseModel], args: Sequence[Any], kwargs: Mapping[str, Any]
+) -> BaseModel:
+    """Build ``model`` from a task's arguments: one model/dict argument, or keyword fields.
+
+    Raises:
+        InvalidPayload: the arguments do not form a valid payload; lists every field error.
+    """
+    if len(args) == 1 and not kwargs and isinstance(args[0], model):
+        return args[0]
+    if len(args) == 1 and not kwargs and isinstance(args[0], Mapping):
+        data: Any = args[0]
+    elif not args:
+        data = dict(kwargs)
+    else:
+        raise InvalidPayload(
+            f"payload of {model.__name__} must be keyword fields or one object, "
+            f"got {len(args)} positional argument(s)"
+        )
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors = [
+            f"{'.'.join(str(p) for p in err['loc']) or '(payload)'}: {err['msg']}"
+            for err in exc.errors()
+        ]
+        raise InvalidPayload(f"invalid {model.__name__}: " + "; ".join(errors), errors) from None
+
+
+class BaseTask(Task[Any, Any]):
+    """The task contract of worker_app; per-task overrides are class attributes."""
+
+    #: The queue this task goes to unless the call names one; None means the default queue.
+    queue_name: str | None = None
+    #: Pydantic model of the payload; the task function then receives one instance of it.
+    payload_model: type[BaseModel] | None = None
+    #: Retries after the first attempt; None means ``ASYNQ_MAX_RETRY``.
+    max_retries: int | None = None
+    #: Base and cap of the backoff; None means ``ASYNQ_RETRY_BACKOFF`` / ``_MAX``.
+    backoff: timedelta | float | None = None
+    backoff_max: timedelta | float | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.payload_model is not None:
+            # The model checks the arguments; Celery's signature check would reject its fields.
+            cls.typing = False
+
+    def retry_limit(self) -> int:
+        """Retries this task gets after its first attempt."""
+        return get_settings().asynq_max_retry if self.max_retries is None else self.max_retries
+
+    def retry_delay(self, attempt: int) -> tuple[float, float]:
+        """A full-jitter delay before retry ``attempt + 1``, and the bound it was drawn under."""
+        settings = get_settings()
+        base = _seconds(self.backoff, settings.asynq_retry_backoff)
+        cap = _seconds(self.backoff_max, settings.asynq_retry_backoff_max)
+        bound = backoff_bound(attempt, base, cap)
+        return random.uniform(0.0, bound), bound
+
+    def apply_async(  # type: ignore[override]
+        self, args: Any = None, kwargs: Any = None, task_id: str | None = None, **options: Any
+    ) -> Any:
+        """Publish the task after checking its serializer, queue and payload.
+
+        Raises:
+            UnsafeSerializer: a serializer other than JSON was asked for.
+            UnknownQueue: the queue is not configured.
+            InvalidPayload: the payload does not match ``payload_model``; nothing is published.
+        """
+        serializer = options.get("serializer")
+        if serializer not in (None, "json"):
+            raise UnsafeSerializer(f"serializer {serializer!r} refused: only json is accepted")
+        queue = options.get("queue")
+        if isinstance(queue, str):
+            check_queue(queue)
+        if self.payload_model is not None:
+            payload = validate_payload(self.payload_model, args or (), kwargs or {})
+            args, kwargs = (), payload.model_dump(mode="json")
+        try:
+            return super().apply_async(args, kwargs, task_id, **options)
+        except OperationalError as exc:
+            raise OperationalError(
+                f"could not publish {self.name}: broker unreachable ({exc})"
+            ) from exc
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.request.called_directly:
+            return super().__call__(*args, **kwargs)
+        try:
+            if self.payload_model is not None:
+                args, kwargs = (validate_payload(self.payload_model, args, kwargs),), {}
+            return self.run(*args, **kwargs)
+        except (*_CONTROL, PermanentError):
+            raise
+        except Deferred as exc:
+            raise self._defer(exc) from exc
+        except Exception as exc:
+            attempt = self.request.retries
+            if attempt >= self.retry_limit():
+                raise
+            delay, bound = self.retry_delay(attempt)
+            logger.warning(
+                "retrying in %.3fs (attempt %d of %d, bound %.3fs): %s: %s",
+                delay,
+                attempt + 1,
+                self.retry_limit() + 1,
+                bound,
+                type(exc).__name__,
+                exc,
+            )
+            raise self.retry(exc=exc, countdown=delay, max_retries=self.retry_limit()) from exc
+
+    def _defer(self, exc: Deferred) -> Retry:
+        """Publish the job again after ``exc.delay`` with its attempt count unchanged."""
+        request = self.request
+        sig = self.signature_from_request(request, countdown=exc.delay, retries=request.retries)
+        sig.apply_async()
+        logger.info("deferred for %.3fs without using a retry: %s", exc.delay, exc)
+        return Retry(str(exc), exc, when=exc.delay, sig=sig)  # type: ignore[arg-type]  # float is Real
+
+    def on_failure(
+        self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any
+    ) -> None:
+        """Hand every job that ends failed to the failure handler, with its whole context."""
+        request = self.request
+        if isinstance(exc, InvalidPayload):
+            reason = "invalid_payload"
+        elif isinstance(exc, PermanentError):
+            reason = "permanent_error"
+        else:
+            reason = "retries_exhausted"
+        delivery = request.delivery_info or {}
+        handle_failure(
+            Failure(
+                task_id=task_id,
+                task_name=self.name,
+                args=list(args or ()),
+                kwargs=dict(kwargs or {}),
+                queue=str(delivery.get("routing_key") or self.queue_name or ""),
+                headers=dict(request.headers or {}),
+                reason=reason,
+                exc_type=type(exc).__name__,
+                exc_message=str(exc),
+                traceback=str(einfo) if einfo is not None else "",
+                attempts=request.retries + 1,
+                hostname=str(request.hostname or ""),
+            )
+        )

@@ -1,0 +1,142 @@
+"""The Celery application, its whole configuration derived from :class:`Settings` in one place."""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from celery import Celery
+from kombu import Exchange, Queue
+
+from worker_app.config import ConfigError, Settings, get_settings, sentinel_master
+
+# A message stays invisible to other workers this long after it was fetched, beyond the longest
+# an attempt may run plus the time a stopping worker lets it finish: only then can a lost
+# worker's message be handed out again without a live worker still running it.
+VISIBILITY_MARGIN = 60.0
+# Fail fast instead of blocking forever on a half-open connection (celery #2906). BRPOP waits
+# at most 1 s on the server, so 10 s of silence means the connection is gone.
+SOCKET_TIMEOUT = 10.0
+SOCKET_CONNECT_TIMEOUT = 5.0
+HEALTH_CHECK_INTERVAL = 25
+# The soft time limit fires this share of the hard limit earlier (at most 30 s), so the task can
+# be retried cleanly before the pool kills it.
+SOFT_LIMIT_SHARE = 0.1
+SOFT_LIMIT_MARGIN_MAX = 30.0
+# Publishing does not hang while Redis is away: three quick tries, then the caller gets an error.
+PUBLISH_RETRY_POLICY = {
+    "max_retries": 3,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.5,
+}
+
+
+def _redis_urls(settings: Settings) -> tuple[str, dict[str, Any]]:
+    """The URL as Celery takes it, and the transport options it implies."""
+    url = settings.redis_url
+    options: dict[str, Any] = {}
+    if url.startswith("sentinel://"):
+        options["master_name"] = sentinel_master(url)
+        url = ";".join(urlunsplit(urlsplit(part)._replace(query="")) for part in url.split(";"))
+    return url, options
+
+
+def _ssl_options(settings: Settings) -> dict[str, Any] | None:
+    """``rediss://`` verifies the server certificate unless the URL says ``ssl_cert_reqs``."""
+    if not settings.redis_url.startswith("rediss://") or "ssl_cert_reqs" in settings.redis_url:
+        return None
+    return {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """Every Celery setting worker_app relies on, derived from ``settings``."""
+    url, url_options = _redis_urls(settings)
+    hard = settings.asynq_task_timeout.total_seconds()
+    soft = hard - min(hard * SOFT_LIMIT_SHARE, SOFT_LIMIT_MARGIN_MAX)
+    shutdown = settings.asynq_shutdown_timeout.total_seconds()
+    socket_options = {
+        "socket_timeout": SOCKET_TIMEOUT,
+        "socket_connect_timeout": SOCKET_CONNECT_TIMEOUT,
+        "socket_keepalive": True,
+        "health_check_interval": HEALTH_CHECK_INTERVAL,
+        "retry_on_timeout": False,
+    }
+    transport = {
+        **url_options,
+        **socket_options,
+        "visibility_timeout": hard + shutdown + VISIBILITY_MARGIN,
+    }
+    use_ssl = _ssl_options(settings)
+    queues = [
+        Queue(name, Exchange(name, type="direct"), routing_key=name)
+        for name in settings.queue_names
+    ]
+    default = settings.default_queue
+    return {
+        "broker_url": url,
+        "result_backend": url,
+        "broker_transport_options": transport,
+        "result_backend_transport_options": {**url_options, "retry_policy": {"timeout": 5.0}},
+        "broker_use_ssl": use_ssl,
+        "redis_backend_use_ssl": use_ssl,
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_timeout": SOCKET_CONNECT_TIMEOUT,
+        "redis_socket_timeout": SOCKET_TIMEOUT,
+        "redis_socket_connect_timeout": SOCKET_CONNECT_TIMEOUT,
+        "redis_socket_keepalive": True,
+        "redis_backend_health_check_interval": HEALTH_CHECK_INTERVAL,
+        "redis_retry_on_timeout": False,
+        # JSON only, both ways: pickle is refused on receipt and never produced.
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "event_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        # At least once: ack after the task ran; a lost pool process puts the message back.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "task_time_limit": hard,
+        "task_soft_time_limit": soft,
+        "result_expires": settings.asynq_retention,
+        "worker_concurrency": settings.asynq_concurrency,
+        "worker_soft_shutdown_timeout": shutdown,
+        "task_queues": queues,
+        "task_default_queue": default,
+        "task_default_exchange": default,
+        "task_default_routing_key": default,
+        "task_create_missing_queues": False,
+        "task_routes": ("worker_app.queues:route_task",),
+        "task_publish_retry_policy": PUBLISH_RETRY_POLICY,
+        # Flower shows tasks only when workers and producers send events.
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "worker_hijack_root_logger": False,
+        "imports": ("worker_app.tasks",),
+    }
+
+
+def create_app(settings: Settings) -> Celery:
+    """Build the worker_app Celery application from ``settings``."""
+    celery_app = Celery("worker_app", task_cls="worker_app.base:BaseTask")
+    celery_app.conf.update(celery_config(settings))
+    return celery_app
+
+
+def reconfigure(celery_app: Celery, settings: Settings) -> None:
+    """Re-derive ``celery_app``'s configuration, before it has connected anywhere."""
+    celery_app.conf.update(celery_config(settings))
+
+
+try:
+    _settings = get_settings()
+except ConfigError as error:
+    # Stop here, before anything connects, with one line per problem and no traceback.
+    raise SystemExit("\n".join(f"configuration error: {line}" for line in error.lines)) from None
+
+app = create_app(_settings)
+
+import worker_app.signals  # noqa: E402,F401  - connects the hooks to this app's signals

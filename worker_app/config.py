@@ -1,0 +1,311 @@
+"""Settings: every variable of the product, read from the environment and ``.env``, checked once.
+
+A bad value becomes a :class:`ConfigError` whose lines each name the variable, the value given
+(secrets masked) and the form expected; entry points print those lines and exit non-zero before
+anything connects to Redis.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+import re
+from datetime import timedelta
+from functools import lru_cache
+from typing import Annotated, Any, Literal
+from urllib.parse import parse_qs, urlsplit
+
+from dotenv import dotenv_values
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from worker_app.durations import DURATION_FORM, format_duration, parse_duration
+
+logger = logging.getLogger(__name__)
+
+QUEUE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?")
+LEVELS = ("debug", "info", "warning", "error", "critical")
+# Values that are obviously copied from an example file; refused as production secrets.
+PLACEHOLDERS = {"changeme", "change-me", "changethis", "secret", "password", "admin", "token"}
+MIN_PRODUCTION_TOKEN = 16
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; ``lines`` holds one message per problem."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = lines
+
+
+def _duration(value: Any) -> Any:
+    if isinstance(value, str):
+        value = parse_duration(value)
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        value = timedelta(seconds=value)
+    if isinstance(value, timedelta) and value <= timedelta(0):
+        raise ValueError("must be greater than 0")
+    return value
+
+
+def parse_queues(value: Any) -> Any:
+    """Parse ``critical:6,default:3,low:1`` into an ordered ``{name: weight}``."""
+    if not isinstance(value, str):
+        return value
+    queues: dict[str, int] = {}
+    for item in value.split(","):
+        name, sep, weight = item.strip().partition(":")
+        if not sep or not QUEUE_NAME.fullmatch(name):
+            raise ValueError(f"bad entry {item.strip()!r}")
+        if not weight.isdigit() or int(weight) < 1:
+            raise ValueError(f"weight of {name!r} is not a positive integer")
+        if name in queues:
+            raise ValueError(f"queue {name!r} is listed twice")
+        queues[name] = int(weight)
+    return queues
+
+
+Duration = Annotated[timedelta, BeforeValidator(_duration)]
+Queues = Annotated[dict[str, int], NoDecode, BeforeValidator(parse_queues)]
+
+# The form each variable expects, quoted in error lines.
+FORMS: dict[str, str] = {
+    "redis_url": "redis://[:password@]host[:port][/db], rediss://... or "
+    "sentinel://host:port[;sentinel://host:port...][/db]?master_name=NAME",
+    "app_env": "one of development, test, production",
+    "log_level": "one of " + ", ".join(LEVELS),
+    "log_format": "text or json",
+    "asynq_concurrency": "a positive integer",
+    "asynq_queues": "name:weight[,name:weight...] with unique names of letters, digits, '_', "
+    "'.', '-' and positive integer weights, e.g. critical:6,default:3,low:1",
+    "asynq_strict_priority": "true or false",
+    "asynq_max_retry": "a non-negative integer",
+    "asynq_dlq_max_size": "a positive integer",
+    "api_token": "a non-empty token (at least 16 characters in production, not a placeholder)",
+    "flower_basic_auth": "user:password (not a placeholder in production)",
+    "flower_port": "a port number between 1 and 65535",
+    "otel_exporter_otlp_endpoint": "an http:// or https:// URL",
+    "otel_traces_exporter": "a comma-separated list of otlp, console, none",
+    "otel_service_name": "a non-empty service name",
+    "outbox_database_url": "postgresql://user[:password]@host[:port]/database",
+    "outbox_table": "a table name, optionally schema-qualified (schema.table)",
+}
+SECRET_FIELDS = {"api_token", "flower_basic_auth"}
+
+
+class Settings(BaseSettings):
+    """Every variable of DESIGN.md's configuration table."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", env_ignore_empty=True, validate_default=True
+    )
+
+    redis_url: str = "redis://localhost:6379/0"
+    app_env: Literal["development", "test", "production"] = "development"
+    log_level: str | None = None
+    log_format: Literal["text", "json"] | None = None
+    asynq_concurrency: int = Field(5, gt=0)
+    asynq_queues: Queues = Field(default_factory=lambda: {"critical": 6, "default": 3, "low": 1})
+    asynq_strict_priority: bool = False
+    asynq_max_retry: int = Field(3, ge=0)
+    asynq_retry_backoff: Duration = timedelta(seconds=15)
+    asynq_retry_backoff_max: Duration = timedelta(hours=1)
+    asynq_task_timeout: Duration = timedelta(minutes=5)
+    asynq_shutdown_timeout: Duration = timedelta(seconds=30)
+    asynq_retention: Duration = timedelta(hours=24)
+    asynq_dlq_retention: Duration = timedelta(days=90)
+    asynq_dlq_max_size: int = Field(10_000, gt=0)
+    asynq_health_check_interval: Duration = timedelta(seconds=15)
+    asynq_stats_interval: Duration = timedelta(seconds=60)
+    api_token: SecretStr | None = None
+    flower_basic_auth: SecretStr | None = None
+    flower_port: int = Field(5555, ge=1, le=65535)
+    otel_exporter_otlp_endpoint: str | None = Field(None, pattern=r"^https?://\S+$")
+    otel_traces_exporter: str | None = Field(
+        None, pattern=r"^(otlp|console|none)(,(otlp|console|none))*$"
+    )
+    otel_service_name: str = Field("worker_app", min_length=1)
+    outbox_database_url: SecretStr | None = None
+    outbox_table: str = Field("worker_app_outbox", pattern=rf"^{TABLE_NAME.pattern}$")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lowercase_choices(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key in ("app_env", "log_level", "log_format"):
+                if isinstance(data.get(key), str):
+                    data[key] = data[key].strip().lower()
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        problems = [*self._field_problems(), *self._production_problems()]
+        if problems:
+            raise ValueError("\n".join(problems))
+        if self.log_level is None:
+            self.log_level = "debug" if self.app_env == "development" else "info"
+        if self.log_format is None or self.app_env == "production":
+            self.log_format = "text" if self.app_env == "development" else "json"
+        return self
+
+    def _field_problems(self) -> list[str]:
+        problems = []
+        url_problem = redis_url_problem(self.redis_url)
+        if url_problem:
+            problems.append(_line("redis_url", mask_url(self.redis_url), url_problem))
+        if self.log_level is not None and self.log_level not in LEVELS:
+            problems.append(_line("log_level", self.log_level, None))
+        if self.asynq_retry_backoff > self.asynq_retry_backoff_max:
+            problems.append(
+                f"ASYNQ_RETRY_BACKOFF={format_duration(self.asynq_retry_backoff)!r} must not "
+                f"exceed ASYNQ_RETRY_BACKOFF_MAX={format_duration(self.asynq_retry_backoff_max)!r}"
+            )
+        if self.flower_basic_auth is not None:
+            user, _, password = self.flower_basic_auth.get_secret_value().partition(":")
+            if not user or not password:
+                problems.append(_line("flower_basic_auth", "***", None))
+        if self.outbox_database_url is not None:
+            scheme = urlsplit(self.outbox_database_url.get_secret_value()).scheme
+            if scheme not in ("postgresql", "postgres", "postgresql+psycopg"):
+                shown = mask_url(self.outbox_database_url.get_secret_value())
+                problems.append(_line("outbox_database_url", shown, None))
+        return problems
+
+    def _production_problems(self) -> list[str]:
+        if self.app_env != "production":
+            return []
+        problems = []
+        if "redis_url" not in self.model_fields_set:
+            problems.append("REDIS_URL is required when APP_ENV=production (no default broker)")
+        token = self.api_token.get_secret_value() if self.api_token else ""
+        if not token:
+            problems.append("API_TOKEN is required when APP_ENV=production")
+        elif len(token) < MIN_PRODUCTION_TOKEN or token.lower() in PLACEHOLDERS:
+            problems.append(_line("api_token", "***", "too short or a placeholder"))
+        auth = self.flower_basic_auth.get_secret_value() if self.flower_basic_auth else ""
+        if not auth:
+            problems.append("FLOWER_BASIC_AUTH is required when APP_ENV=production")
+        elif auth.partition(":")[2].lower() in PLACEHOLDERS:
+            problems.append(_line("flower_basic_auth", "***", "the password is a placeholder"))
+        return problems
+
+    @property
+    def queue_names(self) -> list[str]:
+        """Configured queue names, in configuration order."""
+        return list(self.asynq_queues)
+
+    @property
+    def default_queue(self) -> str:
+        """The queue tasks go to unless routed: ``default`` when configured, else the first."""
+        return "default" if "default" in self.asynq_queues else self.queue_names[0]
+
+    def public(self) -> dict[str, str | int | bool | None | dict[str, int]]:
+        """Effective settings by variable name, secrets masked: safe to print or log."""
+        out: dict[str, str | int | bool | None | dict[str, int]] = {}
+        for name, value in self.__dict__.items():
+            shown: str | int | bool | None | dict[str, int]
+            if isinstance(value, SecretStr):
+                shown = "***"
+                if name == "outbox_database_url":
+                    shown = mask_url(value.get_secret_value())
+            elif isinstance(value, timedelta):
+                shown = format_duration(value)
+            elif name == "redis_url":
+                shown = mask_url(value)
+            else:
+                shown = value
+            out[name.upper()] = shown
+        return out
+
+
+def redis_url_problem(url: str) -> str | None:
+    """Return why ``url`` is not a usable Redis URL, or None when it is."""
+    for part in url.split(";"):
+        parts = urlsplit(part.strip())
+        if parts.scheme not in ("redis", "rediss", "sentinel"):
+            return f"unsupported scheme {parts.scheme or '(none)'!r}"
+        try:
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError:
+            return "bad port"
+        if not parts.hostname:
+            return "no host"
+        db = parts.path.strip("/")
+        if db and not db.isdigit():
+            return f"database {db!r} is not a number"
+    if url.startswith("sentinel://") and not sentinel_master(url):
+        return "sentinel URLs need ?master_name=NAME"
+    return None
+
+
+def sentinel_master(url: str) -> str | None:
+    """The ``master_name`` query parameter of a sentinel URL."""
+    names = parse_qs(urlsplit(url.split(";")[-1]).query).get("master_name")
+    return names[0] if names else None
+
+
+def mask_url(url: str) -> str:
+    """Replace the password of every URL in ``url`` with ``***``."""
+    return re.sub(r"(://[^:/@;]*:)[^@/;]*@", r"\1***@", url)
+
+
+def _line(field: str, value: object, detail: str | None) -> str:
+    line = f"{field.upper()}={str(value)!r}: expected {FORMS.get(field, DURATION_FORM)}"
+    return line + (f" ({detail})" if detail else "")
+
+
+def _error_lines(error: ValidationError, raw: dict[str, str]) -> list[str]:
+    lines: list[str] = []
+    for item in error.errors():
+        loc = item.get("loc") or ()
+        message = str(item.get("msg", "")).removeprefix("Value error, ")
+        if not loc:
+            lines.extend(message.splitlines())
+            continue
+        field = str(loc[0])
+        shown = "***" if field in SECRET_FIELDS else raw.get(field.upper(), item.get("input"))
+        if field == "redis_url" and isinstance(shown, str):
+            shown = mask_url(shown)
+        # Parsers explain what exactly is wrong; pydantic's own messages only restate the form.
+        explains = field in ("asynq_queues", "redis_url") or "greater than 0" in message
+        detail = message if explains else None
+        lines.append(_line(field, shown, detail))
+    return lines
+
+
+def _raw_environment() -> dict[str, str]:
+    values = {k.upper(): v for k, v in dotenv_values(".env").items() if v is not None}
+    values.update({k.upper(): v for k, v in os.environ.items()})
+    return values
+
+
+def warn_unknown(raw: dict[str, str]) -> None:
+    """Log one warning per unknown ``ASYNQ_*`` variable, naming the closest known one."""
+    known = [name.upper() for name in Settings.model_fields if name.startswith("asynq_")]
+    for name in sorted(raw):
+        if name.startswith("ASYNQ_") and name not in known:
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            logger.warning("unknown setting %s is ignored%s", name, hint)
+
+
+def load_settings() -> Settings:
+    """Read and check the settings.
+
+    Raises:
+        ConfigError: one or more variables are invalid.
+    """
+    raw = _raw_environment()
+    warn_unknown(raw)
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise ConfigError(_error_lines(exc, raw)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once (``get_settings.cache_clear()`` re-reads them)."""
+    return load_settings()
