@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 # `make run` shows retries within seconds instead of the production backoff of 15 s.
 export ASYNQ_RETRY_BACKOFF ?= 2s
 
-.PHONY: install run test lint fmt clean
+.PHONY: install run test lint fmt bench bench-quick clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -33,6 +33,12 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+bench: install  ## side-by-side measurements on a private redis-server (a few minutes)
+	$(BIN)/python -m bench.queue_order
+
+bench-quick: install
+	$(BIN)/python -m bench.queue_order --quick
 
 fmt: install
 	$(BIN)/ruff format .

@@ -84,10 +84,17 @@ def child_env(**overrides: str) -> dict[str, str]:
 class Worker:
     """A real ``celery -A worker_app worker`` process writing its log to a file."""
 
-    def __init__(self, log_path: Path, env: dict[str, str], queues: str = "critical,default,low"):
+    def __init__(
+        self,
+        log_path: Path,
+        env: dict[str, str],
+        queues: str = "critical,default,low",
+        concurrency: int | None = None,
+    ):
         self.log_path = log_path
         self.env = env
         self.queues = queues
+        self.concurrency = concurrency
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60.0) -> Worker:
@@ -104,6 +111,7 @@ class Worker:
             f"test-{uuid.uuid4().hex[:8]}@%h",
             "--without-mingle",
             "--without-gossip",
+            *(["--concurrency", str(self.concurrency)] if self.concurrency else []),
         ]
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(

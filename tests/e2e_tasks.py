@@ -60,3 +60,15 @@ def slow(self: Any, key: str, first_seconds: float) -> int:
     if attempt == 1:
         time.sleep(first_seconds)
     return int(attempt)
+
+
+@app.task(name="e2e.mark", bind=True)
+def mark(self: Any, key: str) -> None:
+    """Append the queue this job came from to ``key``: the execution order, as it happened."""
+    _redis().rpush(key, self.request.delivery_info["routing_key"])
+
+
+@app.task(name="e2e.stamp")
+def stamp(key: str) -> None:
+    """Append the time this job started to ``key``."""
+    _redis().rpush(key, time.time())

@@ -67,6 +67,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         **url_options,
         **socket_options,
         "visibility_timeout": hard + shutdown + VISIBILITY_MARGIN,
+        # Weighted (or strict) queue order, drawn afresh for every fetch.
+        "queue_order_strategy": "worker_app.queues:WeightedOrder",
+        # Per-message priorities are not used: one list per queue keeps every BRPOP to one key
+        # per queue instead of four.
+        "priority_steps": [0],
     }
     use_ssl = _ssl_options(settings)
     queues = [

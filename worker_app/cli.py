@@ -69,6 +69,36 @@ def enqueue_command(task: str, payload: str, queue: str | None, countdown: float
         _fail(f"Redis is unreachable: {exc}")
 
 
+@cli.command("queues")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def queues_command(as_json: bool) -> None:
+    """Each queue's weight, expected share, ready depth, scheduled and unacked counts."""
+    import redis
+
+    from worker_app.queues import queue_stats
+    from worker_app.redis_client import get_redis
+
+    try:
+        stats = queue_stats(get_redis())
+    except redis.RedisError as exc:
+        _fail(f"Redis is unreachable: {exc}")
+    if as_json:
+        click.echo(json.dumps([queue.as_dict() for queue in stats], indent=2))
+        return
+    click.echo(
+        f"{'QUEUE':<16} {'WEIGHT':>6} {'SHARE':>6} {'READY':>8} {'SCHEDULED':>9} {'UNACKED':>8}"
+    )
+    for q in stats:
+        share = f"{q.share:.1f}%"
+        click.echo(
+            f"{q.name:<16} {q.weight:>6} {share:>6} {q.ready:>8} {q.scheduled:>9} {q.unacked:>8}"
+        )
+    if get_settings().asynq_strict_priority:
+        click.echo(
+            "strict priority: a queue is served only when every higher-weight queue is empty"
+        )
+
+
 @cli.command("dev")
 @click.option("--demo/--no-demo", default=False, help="Enqueue a small demo batch at start.")
 def dev_command(demo: bool) -> None:

@@ -8,10 +8,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery.signals import setup_logging, task_postrun, task_prerun
+from celery.signals import celeryd_init, setup_logging, task_postrun, task_prerun
 
 from worker_app.config import get_settings
 from worker_app.logs import JobContext, bind_job, clear_job, configure_logging
+from worker_app.queues import check_worker_queues
+
+
+@celeryd_init.connect
+def _on_worker_init(options: dict[str, Any] | None = None, **_: Any) -> None:
+    # Before the worker selects its queues or connects: an unknown -Q is one line, not a trace.
+    check_worker_queues((options or {}).get("queues"))
 
 
 @setup_logging.connect
