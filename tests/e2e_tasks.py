@@ -72,3 +72,44 @@ def mark(self: Any, key: str) -> None:
 def stamp(key: str) -> None:
     """Append the time this job started to ``key``."""
     _redis().rpush(key, time.time())
+
+
+@app.task(name="e2e.crash", bind=True)
+def crash(self: Any, key: str) -> None:
+    """Kill the pool process running it: a poison pill."""
+    _record(key, self.request.retries + 1)
+    os._exit(1)
+
+
+@app.task(name="e2e.hang", bind=True)
+def hang(self: Any, key: str, seconds: float) -> int:
+    """Ignore the soft time limit and sleep on, so the hard limit has to kill the attempt."""
+    attempt = self.request.retries + 1
+    _record(key, attempt)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            time.sleep(deadline - time.monotonic())
+        except Exception:  # noqa: BLE001,S112 - SoftTimeLimitExceeded is swallowed on purpose
+            continue
+    return int(attempt)
+
+
+@app.task(name="e2e.switch", bind=True)
+def switch(self: Any, key: str) -> str:
+    """Fails while ``broken:<key>`` exists: a cause an operator can fix."""
+    _record(key, self.request.retries + 1)
+    if _redis().exists(f"broken:{key}"):
+        raise RuntimeError("downstream is broken")
+    return "fixed"
+
+
+@app.task(name="e2e.fail_kind")
+def fail_kind(kind: str, n: int) -> None:
+    """Fails permanently with one of three kinds of message, each with varying ids in it."""
+    messages = {
+        "missing": f"user {n} not found",
+        "rejected": f"order {n:08x}-{n:04x}-4{n % 1000:03d}-8000-{n:012x} rejected by the bank",
+        "timeout": f"upstream timed out after {1000 + n}ms",
+    }
+    raise PermanentError(messages[kind])

@@ -26,6 +26,11 @@ def finished(task_id: str) -> bool:
     return AsyncResult(task_id, app=app).state in ("SUCCESS", "FAILURE")
 
 
+def dead_lettered(worker: Worker, task_id: str) -> bool:
+    # Celery stores FAILURE before it calls on_failure: wait for the dead-letter line itself.
+    return bool(worker.lines(rf"dead-lettered \S+\[{task_id}\]"))
+
+
 def test_a_valid_job_runs_and_returns_its_result(worker: Worker) -> None:
     payload = {"user_id": 5, "date": "2026-01-02", "topics": ["rates"], "work_seconds": 0}
     task_id = enqueue("briefing.generate", payload)
@@ -45,7 +50,7 @@ def test_transient_failures_retry_max_retry_times_within_jitter_bounds(
     key = f"flaky:{uuid.uuid4()}"
     task_id = e2e_tasks.flaky.delay(key, 99).id
 
-    wait_until(lambda: finished(task_id), 30, "the flaky job to fail for good")
+    wait_until(lambda: dead_lettered(worker, task_id), 30, "the flaky job to fail for good")
 
     runs = attempts(redis_client, key)
     assert [run["attempt"] for run in runs] == [1, 2, 3, 4]  # first try + ASYNQ_MAX_RETRY=3
@@ -59,7 +64,7 @@ def test_transient_failures_retry_max_retry_times_within_jitter_bounds(
         # The next attempt really waited for the drawn delay.
         assert runs[attempt + 1]["at"] - runs[attempt]["at"] >= delay - 0.05
     failures = worker.lines(
-        rf"job failed: e2e.flaky\[{task_id}\] reason=retries_exhausted attempts=4"
+        rf"dead-lettered e2e.flaky\[{task_id}\] reason=retries_exhausted attempts=4"
     )
     assert len(failures) == 1
 
@@ -72,7 +77,7 @@ def test_a_flaky_job_succeeds_once_it_stops_failing(
 
     assert AsyncResult(task_id, app=app).get(timeout=30) == "ok"
     assert [run["attempt"] for run in attempts(redis_client, key)] == [1, 2, 3]
-    assert not worker.lines(rf"job failed: e2e.flaky\[{task_id}\]")
+    assert not worker.lines(rf"dead-lettered e2e.flaky\[{task_id}\]")
 
 
 def test_a_permanent_error_is_not_retried_and_reaches_the_failure_handler_once(
@@ -81,11 +86,11 @@ def test_a_permanent_error_is_not_retried_and_reaches_the_failure_handler_once(
     key = f"permanent:{uuid.uuid4()}"
     task_id = e2e_tasks.permanent.delay(key).id
 
-    wait_until(lambda: finished(task_id), 30, "the permanent failure")
+    wait_until(lambda: dead_lettered(worker, task_id), 30, "the permanent failure")
 
     assert len(attempts(redis_client, key)) == 1
     assert not worker.lines(rf"{task_id}.*retrying in")
-    failures = worker.lines(rf"job failed: e2e.permanent\[{task_id}\] reason=permanent_error")
+    failures = worker.lines(rf"dead-lettered e2e.permanent\[{task_id}\] reason=permanent_error")
     assert len(failures) == 1
     assert "PermanentError: this input can never work" in failures[0]
 
@@ -97,12 +102,12 @@ def test_a_hand_published_invalid_payload_is_rejected_by_the_worker_without_retr
     # send_task skips the producer-side check, as a foreign producer would.
     task_id = app.send_task("e2e.record", kwargs={"key": key, "value": -1}).id
 
-    wait_until(lambda: finished(task_id), 30, "the invalid job to be rejected")
+    wait_until(lambda: dead_lettered(worker, task_id), 30, "the invalid job to be rejected")
 
     assert AsyncResult(task_id, app=app).state == "FAILURE"
     assert redis_client.llen(key) == 0
     assert not worker.lines(rf"{task_id}.*retrying in")
-    failures = worker.lines(rf"job failed: e2e.record\[{task_id}\] reason=invalid_payload")
+    failures = worker.lines(rf"dead-lettered e2e.record\[{task_id}\] reason=invalid_payload")
     assert len(failures) == 1
     assert "value: Input should be greater than or equal to 0" in failures[0]
 

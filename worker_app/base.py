@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
@@ -19,12 +20,21 @@ from celery.exceptions import Ignore, Reject, Retry
 from kombu.exceptions import OperationalError
 from pydantic import BaseModel, ValidationError
 
+from worker_app import keys
 from worker_app.config import get_settings
-from worker_app.errors import Deferred, InvalidPayload, PermanentError, UnsafeSerializer
-from worker_app.failures import Failure, handle_failure
+from worker_app.dlq_store import Entry
+from worker_app.errors import Deferred, InvalidPayload, PermanentError, PoisonPill, UnsafeSerializer
+from worker_app.failures import handle_failure
 from worker_app.queues import check_queue
+from worker_app.redis_client import get_redis
 
 logger = logging.getLogger(__name__)
+
+# Message header set on the first publish of a job and kept across retries and requeues.
+FIRST_ENQUEUED = "x-first-enqueued-at"
+
+#: Starts without an end, in a row, after which a job is a poison pill.
+POISON_DEATHS = 3
 
 # Celery's own control flow passes through untouched.
 _CONTROL = (Retry, Ignore, Reject)
@@ -34,6 +44,13 @@ def _seconds(value: timedelta | float | None, default: timedelta) -> float:
     if value is None:
         return default.total_seconds()
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+def _float(value: object) -> float | None:
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
 
 
 def backoff_bound(attempt: int, base: float, cap: float) -> float:
@@ -73,6 +90,8 @@ def validate_payload(
 class BaseTask(Task[Any, Any]):
     """The task contract of worker_app; per-task overrides are class attributes."""
 
+    #: The worker-side request: counts pool-process deaths, retries hard time limits.
+    Request = "worker_app.request:Request"
     #: The queue this task goes to unless the call names one; None means the default queue.
     queue_name: str | None = None
     #: Pydantic model of the payload; the task function then receives one instance of it.
@@ -120,6 +139,8 @@ class BaseTask(Task[Any, Any]):
         if self.payload_model is not None:
             payload = validate_payload(self.payload_model, args or (), kwargs or {})
             args, kwargs = (), payload.model_dump(mode="json")
+        headers = options["headers"] = dict(options.get("headers") or {})
+        headers.setdefault(FIRST_ENQUEUED, time.time())
         try:
             return super().apply_async(args, kwargs, task_id, **options)
         except OperationalError as exc:
@@ -130,6 +151,22 @@ class BaseTask(Task[Any, Any]):
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.request.called_directly:
             return super().__call__(*args, **kwargs)
+        # Only a message put back after its worker process was lost comes back "redelivered";
+        # first deliveries pay nothing for poison-pill detection.
+        if not (self.request.delivery_info or {}).get("redelivered"):
+            return self._execute(args, kwargs)
+        deaths_key = keys.DEATHS + str(self.request.id)
+        pipe = get_redis().pipeline(transaction=True)
+        pipe.incr(deaths_key)
+        pipe.expire(deaths_key, keys.DEATHS_TTL)
+        if int(pipe.execute()[0]) >= POISON_DEATHS:
+            get_redis().delete(deaths_key)
+            raise PoisonPill(f"killed its pool process {POISON_DEATHS} times in a row")
+        result = self._execute(args, kwargs)
+        get_redis().delete(deaths_key)
+        return result
+
+    def _execute(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         try:
             if self.payload_model is not None:
                 args, kwargs = (validate_payload(self.payload_model, args, kwargs),), {}
@@ -169,24 +206,28 @@ class BaseTask(Task[Any, Any]):
         request = self.request
         if isinstance(exc, InvalidPayload):
             reason = "invalid_payload"
+        elif isinstance(exc, PoisonPill):
+            reason = "poison_pill"
         elif isinstance(exc, PermanentError):
             reason = "permanent_error"
         else:
             reason = "retries_exhausted"
         delivery = request.delivery_info or {}
+        headers = dict(request.headers or {})
         handle_failure(
-            Failure(
+            Entry(
                 task_id=task_id,
                 task_name=self.name,
                 args=list(args or ()),
                 kwargs=dict(kwargs or {}),
                 queue=str(delivery.get("routing_key") or self.queue_name or ""),
-                headers=dict(request.headers or {}),
+                headers=headers,
                 reason=reason,
                 exc_type=type(exc).__name__,
                 exc_message=str(exc),
                 traceback=str(einfo) if einfo is not None else "",
                 attempts=request.retries + 1,
+                first_enqueued_at=_float(headers.get(FIRST_ENQUEUED)),
                 hostname=str(request.hostname or ""),
             )
         )

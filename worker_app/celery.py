@@ -25,6 +25,10 @@ HEALTH_CHECK_INTERVAL = 25
 SOFT_LIMIT_SHARE = 0.1
 SOFT_LIMIT_MARGIN_MAX = 30.0
 # Publishing does not hang while Redis is away: three quick tries, then the caller gets an error.
+# How long the pool waits for a result from a process that died before it calls the job lost.
+# With acks_late nothing is lost by deciding fast, and poison pills are counted promptly
+# (Celery's 10 s default lets a task's hard time limit fire first).
+WORKER_LOST_WAIT = 1.0
 PUBLISH_RETRY_POLICY = {
     "max_retries": 3,
     "interval_start": 0,
@@ -79,8 +83,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         for name in settings.queue_names
     ]
     default = settings.default_queue
+    transport_class = "SentinelTransport" if url.startswith("sentinel://") else "Transport"
     return {
         "broker_url": url,
+        # kombu's Redis transport, guarded: a queue item that is not a message is dead-lettered.
+        "broker_transport": f"worker_app.transport:{transport_class}",
+        "worker_consumer": "worker_app.consumer:Consumer",
         "result_backend": url,
         "broker_transport_options": transport,
         "result_backend_transport_options": {**url_options, "retry_policy": {"timeout": 5.0}},
@@ -104,6 +112,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
         "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "worker_lost_wait": WORKER_LOST_WAIT,
         "task_time_limit": hard,
         "task_soft_time_limit": soft,
         "result_expires": settings.asynq_retention,

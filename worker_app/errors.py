@@ -23,6 +23,10 @@ class PermanentError(TaskError):
     """A failure that retrying cannot fix: no retries, the job goes to the failure handler."""
 
 
+class PoisonPill(PermanentError):
+    """Running the job killed its pool process too many times in a row."""
+
+
 class InvalidPayload(PermanentError):
     """The payload does not match the task's model; ``errors`` lists the field errors."""
 

@@ -1,0 +1,284 @@
+"""The dead-letter queue with a real worker: every way in, and replaying what landed there."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from celery.result import AsyncResult
+from kombu import Connection, Exchange, Producer
+from kombu.exceptions import OperationalError
+
+from tests import e2e_tasks
+from tests.conftest import Worker, wait_until
+from worker_app import app, dlq, enqueue, keys
+from worker_app.dlq_store import Entry, Store
+
+BROKER_KEYS = ("critical", "default", "low", "unacked", "unacked_index")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def empty_dlq(redis_server: Any) -> None:
+    client = redis.Redis.from_url(redis_server.url)
+    for key in client.scan_iter(f"{keys.PREFIX}:*"):
+        client.delete(key)
+    client.delete(*BROKER_KEYS)
+
+
+def entry_of(task_id: str, timeout: float = 30) -> Entry:
+    found: list[Entry] = []
+
+    def check() -> bool:
+        got = dlq.get(task_id)
+        if got is not None:
+            found.append(got)
+        return got is not None
+
+    wait_until(check, timeout, f"{task_id} in the dead-letter queue")
+    return found[0]
+
+
+def runs(client: redis.Redis, key: str) -> int:
+    return int(client.llen(key))
+
+
+def good_batch_succeeds(n: int = 10) -> None:
+    ids = [enqueue("e2e.record", {"key": "good-batch", "value": i}) for i in range(n)]
+    for task_id in ids:
+        assert AsyncResult(task_id, app=app).get(timeout=30) is not None
+
+
+def test_retries_exhausted_keeps_the_whole_job(worker: Worker, redis_client: redis.Redis) -> None:
+    key = f"flaky:{uuid.uuid4()}"
+    task_id = e2e_tasks.flaky.delay(key, 99).id
+    entry = entry_of(task_id)
+    assert entry.reason == "retries_exhausted"
+    assert (entry.task_name, entry.args, entry.queue, entry.attempts) == (
+        "e2e.flaky",
+        [key, 99],
+        "default",
+        4,
+    )
+    assert (entry.exc_type, entry.exc_message) == ("RuntimeError", "transient failure 4")
+    assert "raise RuntimeError" in entry.traceback
+    assert entry.first_enqueued_at is not None and entry.first_enqueued_at <= entry.failed_at
+    assert entry.hostname.startswith("test-")
+
+
+def test_a_permanent_error_and_an_invalid_payload_are_dead_lettered_at_once(worker: Worker) -> None:
+    permanent = e2e_tasks.permanent.delay(f"p:{uuid.uuid4()}").id
+    invalid = app.send_task("e2e.record", kwargs={"key": "k", "value": -1}).id
+    assert (entry_of(permanent).reason, entry_of(permanent).attempts) == ("permanent_error", 1)
+    entry = entry_of(invalid)
+    assert (entry.reason, entry.kwargs, entry.exc_type) == (
+        "invalid_payload",
+        {"key": "k", "value": -1},
+        "InvalidPayload",
+    )
+
+
+def test_poison_messages_are_kept_and_the_worker_keeps_serving(
+    worker: Worker, redis_client: redis.Redis
+) -> None:
+    before = {e.task_id for e in dlq.store().iter()}
+    redis_client.lpush("default", b"\xff\xfe not json at all")
+    redis_client.lpush("default", json.dumps({"hello": "world"}))
+    unknown = app.send_task("nope.missing_task", args=[1, 2], queue="default").id
+    pickled = app.send_task(
+        "e2e.record", kwargs={"key": "never", "value": 1}, serializer="pickle"
+    ).id
+    malformed = str(uuid.uuid4())
+    with Connection(app.conf.broker_url) as conn:
+        producer = Producer(conn.default_channel, exchange=Exchange("default", type="direct"))
+        producer.publish({"not": "a celery message"}, routing_key="default", serializer="json")
+        producer.publish(
+            "this body is not [args, kwargs, embed]",
+            routing_key="default",
+            serializer="json",
+            headers={"id": malformed, "task": "e2e.record", "lang": "py", "retries": 0},
+        )
+
+    wait_until(
+        lambda: len({e.task_id for e in dlq.store().iter()} - before) >= 6,
+        30,
+        "six poison messages",
+    )
+
+    new = [e for e in dlq.store().iter() if e.task_id not in before]
+    assert {e.reason for e in new} == {"undecodable", "unknown_task", "invalid_payload"} or {
+        e.reason for e in new
+    } <= {"undecodable", "unknown_task", "invalid_payload"}
+    unknown_entry = dlq.get(unknown)
+    assert unknown_entry is not None and unknown_entry.reason == "unknown_task"
+    assert (unknown_entry.task_name, unknown_entry.args) == ("nope.missing_task", [1, 2])
+    pickle_entry = dlq.get(pickled)
+    assert pickle_entry is not None and pickle_entry.reason == "undecodable"
+    assert pickle_entry.content_type == "application/x-python-serialize" and pickle_entry.raw
+    raw_bytes = [
+        e
+        for e in new
+        if e.raw
+        and "not json at all" in __import__("base64").b64decode(e.raw).decode(errors="replace")
+    ]
+    assert len(raw_bytes) == 1
+    assert dlq.get(malformed) is not None
+    assert worker.process is not None and worker.process.poll() is None
+    good_batch_succeeds()
+    assert redis_client.llen("never") == 0
+
+
+def test_a_hard_time_limit_is_retried_then_dead_lettered(
+    worker: Worker, redis_client: redis.Redis
+) -> None:
+    key = f"hang:{uuid.uuid4()}"
+    task_id = e2e_tasks.hang.delay(key, 60).id  # ASYNQ_TASK_TIMEOUT=4s kills every attempt
+    entry = entry_of(task_id, timeout=90)
+    assert (entry.reason, entry.exc_type) == ("retries_exhausted", "TimeLimitExceeded")
+    assert runs(redis_client, key) == 4
+    good_batch_succeeds()
+
+
+def test_requeue_after_the_cause_is_fixed_runs_once_and_removes_the_entry(
+    worker: Worker, redis_client: redis.Redis
+) -> None:
+    key = f"switch:{uuid.uuid4()}"
+    redis_client.set(f"broken:{key}", 1)
+    task_id = e2e_tasks.switch.delay(key).id
+    entry_of(task_id)
+    assert runs(redis_client, key) == 4
+
+    redis_client.delete(f"broken:{key}")
+    assert dlq.requeue(task_id, actor="test")
+
+    wait_until(lambda: AsyncResult(task_id, app=app).state == "SUCCESS", 30, "the replay")
+    assert runs(redis_client, key) == 5
+    assert dlq.get(task_id) is None
+    assert dlq.history(task_id=task_id)[0]["action"] == "requeue"
+
+
+def test_requeue_while_redis_refuses_the_publish_keeps_the_entry(redis_client: redis.Redis) -> None:
+    entry = Entry(
+        task_id=str(uuid.uuid4()),
+        task_name="e2e.record",
+        reason="permanent_error",
+        kwargs={"key": "k", "value": 1},
+        queue="default",
+    )
+    dlq.store().add(entry)
+    redis_client.config_set("maxmemory", "1")
+    try:
+        with pytest.raises((OperationalError, redis.RedisError)):
+            dlq.requeue(entry.task_id, actor="test")
+    finally:
+        redis_client.config_set("maxmemory", "0")
+    assert dlq.get(entry.task_id) is not None
+
+
+def test_requeue_with_a_corrected_payload(worker: Worker, redis_client: redis.Redis) -> None:
+    key = f"fixed:{uuid.uuid4()}"
+    task_id = app.send_task("e2e.record", kwargs={"key": key, "value": -5}).id
+    entry_of(task_id)
+    with pytest.raises(Exception, match="value"):
+        dlq.requeue(task_id, payload={"key": key, "value": -6})
+    assert dlq.requeue(task_id, actor="test", payload={"key": key, "value": 5})
+    assert AsyncResult(task_id, app=app).get(timeout=30) == 5
+    assert redis_client.lrange(key, 0, -1) == ["5"]
+
+
+def test_the_same_task_id_twice_is_one_entry(redis_client: redis.Redis) -> None:
+    store = Store(redis_client, retention_seconds=3600, max_size=100)
+    task_id = str(uuid.uuid4())
+    before = store.count()
+    store.add(
+        Entry(task_id=task_id, task_name="a.b", reason="permanent_error", exc_message="first")
+    )
+    store.add(
+        Entry(task_id=task_id, task_name="a.b", reason="retries_exhausted", exc_message="second")
+    )
+    assert store.count() == before + 1
+    got = store.get(task_id)
+    assert got is not None and got.exc_message == "second"
+    assert task_id not in {e.task_id for e in store.iter(dlq.Filter(reason="permanent_error"))}
+
+
+def test_retention_and_size_trimming_are_logged_with_counts(
+    redis_client: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    for key in redis_client.scan_iter(f"{keys.PREFIX}:dlq:*"):
+        redis_client.delete(key)
+    store = Store(redis_client, retention_seconds=60, max_size=5)
+    now = time.time()
+    for i in range(3):
+        store.add(
+            Entry(
+                task_id=f"old-{i}", task_name="a.b", reason="permanent_error", failed_at=now - 3600
+            )
+        )
+    for i in range(6):
+        store.add(
+            Entry(task_id=f"new-{i}", task_name="a.b", reason="permanent_error", failed_at=now + i)
+        )
+    assert store.count() == 5
+    assert {e.task_id for e in store.iter()} == {f"new-{i}" for i in range(1, 6)}
+    assert store.trimmed_total() == 4
+
+    dlq.store.cache_clear()
+    settings_store = dlq.store()
+    settings_store.retention, settings_store.max_size = 60, 5
+    with caplog.at_level(logging.WARNING, logger="worker_app.dlq"):
+        dlq.add(
+            Entry(task_id="newest", task_name="a.b", reason="permanent_error", failed_at=now + 10)
+        )
+    assert (
+        "trimmed 1 entry: 0 older than ASYNQ_DLQ_RETENTION, 1 beyond ASYNQ_DLQ_MAX_SIZE"
+        in caplog.text
+    )
+    dlq.store.cache_clear()
+
+
+@pytest.fixture
+def three_kinds(worker: Worker) -> Iterator[dict[str, list[str]]]:
+    for key in redis.Redis.from_url(app.conf.broker_url).scan_iter(f"{keys.PREFIX}:dlq:*"):
+        redis.Redis.from_url(app.conf.broker_url).delete(key)
+    ids: dict[str, list[str]] = {"missing": [], "rejected": [], "timeout": []}
+    for n in range(100):
+        for kind in ids:
+            ids[kind].append(e2e_tasks.fail_kind.delay(kind, n * 7919 + 13).id)
+    wait_until(lambda: dlq.store().count() >= 300, 60, "300 failures")
+    yield ids
+
+
+def test_failures_group_by_fingerprint_and_replay_by_one_at_a_bounded_rate(
+    three_kinds: dict[str, list[str]],
+) -> None:
+    stats = dlq.stats()
+    assert stats["total"] == 300
+    assert sorted(g["count"] for g in stats["by_fingerprint"]) == [100, 100, 100]
+    target = dlq.get(three_kinds["timeout"][0])
+    assert target is not None
+    untouched = {
+        e.task_id: e.failed_at for e in dlq.store().iter() if e.fingerprint != target.fingerprint
+    }
+
+    started = time.monotonic()
+    result = dlq.requeue_many(dlq.Filter(fingerprint=target.fingerprint), actor="test", rate=20)
+    elapsed = time.monotonic() - started
+
+    assert (result.done, result.refused) == (100, 0)
+    assert elapsed >= 99 / 20  # never faster than the rate
+    assert {
+        e.task_id: e.failed_at for e in dlq.store().iter() if e.fingerprint != target.fingerprint
+    } == untouched
+    record = dlq.history(limit=1)[0]
+    assert (record["action"], record["count"], record["filter"]) == (
+        "requeue",
+        100,
+        {"fingerprint": target.fingerprint},
+    )
+    assert set(record["task_ids"]) == set(three_kinds["timeout"])

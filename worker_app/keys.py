@@ -1,0 +1,31 @@
+"""Every Redis key worker_app owns, with its type, unit and why it exists.
+
+All live under one prefix so an operator can tell them from Celery's and kombu's keys
+(``celery-task-meta-*``, the queue lists, ``unacked``) at a glance.
+"""
+
+from __future__ import annotations
+
+PREFIX = "worker_app"
+
+# Dead-letter queue -------------------------------------------------------------------------
+#: STRING, JSON of one entry, keyed by task id so writing the same failure twice leaves one.
+DLQ_ENTRY = f"{PREFIX}:dlq:entry:"
+#: ZSET task id -> failed at (Unix seconds): newest-first listing, retention and size trimming.
+DLQ_INDEX = f"{PREFIX}:dlq:index"
+#: ZSET per filter value (``task``, ``reason``, ``queue``, ``fingerprint``), scored like the
+#: index, so a filtered page never reads entries it does not return.
+DLQ_BY = f"{PREFIX}:dlq:by:"
+#: SET per dimension of the values seen, for ``stats``.
+DLQ_VALUES = f"{PREFIX}:dlq:values:"
+#: LIST of JSON audit records (requeue, delete, purge), newest first, capped.
+DLQ_HISTORY = f"{PREFIX}:dlq:history"
+DLQ_HISTORY_MAX = 10_000
+#: INTEGER, entries trimmed by retention or size since the store was created.
+DLQ_TRIMMED = f"{PREFIX}:dlq:trimmed"
+
+# Poison pills ------------------------------------------------------------------------------
+#: INTEGER per task id: how many times running it killed its pool process in a row.
+DEATHS = f"{PREFIX}:deaths:"
+#: Seconds a death count is kept: long enough to see the redeliveries of one message.
+DEATHS_TTL = 24 * 3600

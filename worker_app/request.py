@@ -1,0 +1,62 @@
+"""The worker-side request of every task: hard time limits are retried.
+
+When the pool kills an attempt for exceeding the hard time limit, vanilla Celery marks the job
+failed at once; here it is retried with the usual backoff and dead-lettered once retries run out.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery.exceptions import TimeLimitExceeded
+from celery.worker.request import Request as CeleryRequest
+from celery.worker.state import task_ready
+
+from worker_app import keys
+from worker_app.redis_client import get_redis
+
+logger = logging.getLogger(__name__)
+
+
+class Request(CeleryRequest):
+    """Celery's request, with hard time limits retried."""
+
+    # Set by Celery; declared for the type checker (the task is a worker_app BaseTask).
+    _context: Any
+    task: Any
+
+    def on_timeout(self, soft: bool, timeout: float) -> None:
+        if soft:
+            return super().on_timeout(soft, timeout)
+        retries = int(self._context.retries or 0)
+        limit = self.task.retry_limit()
+        if retries >= limit:
+            # Exhausted: Celery marks the failure and calls on_failure, which dead-letters it.
+            self.task.request_stack.push(self._context)
+            try:
+                return super().on_timeout(soft, timeout)
+            finally:
+                self.task.request_stack.pop()
+        task_ready(self)
+        # The pool killed it for its time, not because it crashed: not a poison-pill death.
+        get_redis().delete(keys.DEATHS + self.id)
+        delay, bound = self.task.retry_delay(retries)
+        exc = TimeLimitExceeded(timeout)
+        self.task.signature_from_request(
+            self._context, countdown=delay, retries=retries + 1
+        ).apply_async()
+        self.task.backend.mark_as_retry(self.id, exc, request=self._context)
+        self.acknowledge()
+        logger.warning(
+            "hard time limit (%ss) exceeded for %s[%s]; "
+            "retrying in %.3fs (attempt %d of %d, bound %.3fs)",
+            timeout,
+            self.task_name,
+            self.id,
+            delay,
+            retries + 1,
+            limit + 1,
+            bound,
+        )
+        return None

@@ -1,0 +1,71 @@
+"""kombu's Redis transport with one guard: an item on a queue list that is not a kombu
+message envelope is dead-lettered as raw bytes instead of crashing the worker."""
+
+from __future__ import annotations
+
+import json
+from queue import Empty
+from typing import Any
+
+from kombu.transport import redis as kombu_redis
+from kombu.utils.encoding import bytes_to_str
+
+from worker_app.poison import dead_letter, raw_entry
+
+
+class MalformedEnvelope(ValueError):
+    """The queue item is JSON but not a kombu message envelope."""
+
+
+def _envelope(item: bytes) -> dict[str, Any]:
+    payload: Any = json.loads(bytes_to_str(item))
+    properties = payload.get("properties") if isinstance(payload, dict) else None
+    if not isinstance(properties, dict) or not isinstance(properties.get("delivery_info"), dict):
+        raise MalformedEnvelope("not a kombu message envelope (no properties.delivery_info)")
+    if "delivery_tag" not in properties:
+        raise MalformedEnvelope("not a kombu message envelope (no properties.delivery_tag)")
+    envelope: dict[str, Any] = payload
+    return envelope
+
+
+class GuardedChannelMixin:
+    """Reads the BRPOP reply like kombu, checking the envelope before delivering it."""
+
+    def _brpop_read(self: Any, **options: Any) -> bool:
+        try:
+            try:
+                reply = self.client.parse_response(self.client.connection, "BRPOP", **options)
+            except self.connection_errors:
+                self.client.connection.disconnect()
+                raise
+            if not reply:
+                raise Empty()
+            dest, item = reply
+            queue = bytes_to_str(dest).rsplit(self.sep, 1)[0]
+            self._queue_cycle.rotate(queue)
+            try:
+                payload = _envelope(item)
+            except ValueError as exc:  # JSONDecodeError and MalformedEnvelope
+                dead_letter(raw_entry(item, queue, exc))
+                return True
+            self.connection._deliver(payload, queue)
+            return True
+        finally:
+            self._in_poll = None
+            self._flush_brpop_reauth()
+
+
+class Channel(GuardedChannelMixin, kombu_redis.Channel):
+    """The Redis channel, guarded."""
+
+
+class SentinelChannel(GuardedChannelMixin, kombu_redis.SentinelChannel):
+    """The Sentinel channel, guarded."""
+
+
+class Transport(kombu_redis.Transport):
+    Channel = Channel
+
+
+class SentinelTransport(kombu_redis.SentinelTransport):
+    Channel = SentinelChannel
