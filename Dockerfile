@@ -1,0 +1,21 @@
+# worker_app: one image for the worker and Flower (the command picks the process).
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    UV_COMPILE_BYTECODE=1 \
+    UV_LINK_MODE=copy \
+    PATH="/app/.venv/bin:$PATH"
+
+RUN pip install --no-cache-dir uv==0.13.9 \
+    && useradd --create-home --uid 10001 app
+
+WORKDIR /app
+# Dependencies first, from the lock file only, so code changes reuse this layer.
+COPY pyproject.toml uv.lock README.md ./
+RUN uv sync --frozen --no-dev --no-install-project
+COPY worker_app ./worker_app
+RUN uv sync --frozen --no-dev && chown -R app:app /app
+
+USER app
+CMD ["celery", "-A", "worker_app", "worker", "-Q", "critical,default,low"]

@@ -1,0 +1,125 @@
+"""The deployment files agree with the code: variables, modules, commands, ports, queues.
+
+There is no Docker engine here, so these files are parsed and checked instead of run.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT
+from worker_app.config import ConfigError, Settings, get_settings, load_settings
+
+FIELDS = {name.upper() for name in Settings.model_fields}
+DEFAULT_QUEUES = {"critical", "default", "low"}
+
+
+def compose() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return data
+
+
+def procfile() -> dict[str, str]:
+    lines = (ROOT / "Procfile").read_text().splitlines()
+    return dict(line.split(": ", 1) for line in lines if line.strip())
+
+
+def env_example() -> dict[str, str | None]:
+    """Variables of .env.example: value when set, None when only shown commented out."""
+    found: dict[str, str | None] = {}
+    for line in (ROOT / ".env.example").read_text().splitlines():
+        match = re.fullmatch(r"(#\s*)?([A-Z][A-Z0-9_]+)=(.*)", line.strip())
+        if match:
+            found[match.group(2)] = None if match.group(1) else match.group(3)
+    return found
+
+
+def command_of(service: dict[str, Any]) -> list[str]:
+    cmd = service["command"]
+    return list(cmd) if isinstance(cmd, list) else shlex.split(cmd)
+
+
+def check_celery_command(argv: list[str]) -> None:
+    assert argv[:3] == ["celery", "-A", "worker_app"], argv
+    if "-Q" in argv:
+        assert set(argv[argv.index("-Q") + 1].split(",")) <= DEFAULT_QUEUES
+    if argv[3] == "flower":
+        assert f"--port={Settings.model_fields['flower_port'].default}" in argv
+
+
+def test_env_example_lists_every_setting_and_its_values_are_valid(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    listed = env_example()
+    assert set(listed) == FIELDS
+    for name, value in listed.items():
+        if value is not None:
+            monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        pytest.fail(f".env.example holds a bad value: {exc}")
+    finally:
+        get_settings.cache_clear()
+    assert settings.asynq_shutdown_timeout == timedelta(seconds=30)
+
+
+def test_compose_services_match_the_code() -> None:
+    data = compose()
+    services = data["services"]
+    assert set(services) == {"redis", "worker", "flower"}
+    redis = services["redis"]
+    assert "--appendonly" in command_of(redis) and "yes" in command_of(redis)
+    volume = redis["volumes"][0].split(":")[0]
+    assert volume in data["volumes"]
+    for name, service in services.items():
+        assert "healthcheck" in service, name
+        if name != "redis":
+            check_celery_command(command_of(service))
+            assert service["depends_on"]["redis"]["condition"] == "service_healthy"
+            assert set(service.get("environment", {})) <= FIELDS
+    assert services["flower"]["ports"] == [f"{Settings.model_fields['flower_port'].default}:5555"]
+
+
+def test_the_worker_outlives_its_shutdown_timeout_before_compose_kills_it() -> None:
+    grace = compose()["services"]["worker"]["stop_grace_period"]
+    default = Settings.model_fields["asynq_shutdown_timeout"].default
+    assert int(grace.rstrip("s")) > default.total_seconds()
+
+
+def test_procfile_runs_the_same_commands_as_compose() -> None:
+    processes = procfile()
+    services = compose()["services"]
+    assert set(processes) == {"worker", "flower"}
+    for name, line in processes.items():
+        check_celery_command(shlex.split(line))
+        assert shlex.split(line) == command_of(services[name])
+
+
+def test_dockerfile_installs_from_the_lock_file_and_runs_as_a_user() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    assert "uv sync --frozen --no-dev" in text
+    users = re.findall(r"^USER (\S+)", text, re.M)
+    assert users and users[-1] not in ("root", "0")
+    cmd = re.search(r"^CMD (\[.*\])", text, re.M)
+    assert cmd is not None
+    check_celery_command(yaml.safe_load(cmd.group(1)))
+
+
+def test_every_module_named_in_a_command_exists() -> None:
+    for path in ("Procfile", "docker-compose.yml", "Dockerfile", "Makefile", ".ci/run"):
+        for module in re.findall(r"-A ([\w.]+)|-m ([\w.]+)", (ROOT / path).read_text()):
+            name = next(part for part in module if part)
+            if name.split(".")[0] not in ("worker_app", "bench", "tests"):
+                continue  # the standard library's (python -m venv)
+            assert (ROOT / Path(*name.split("."))).with_suffix(".py").exists() or (
+                ROOT / Path(*name.split("."))
+            ).is_dir(), f"{path} names {name}"
