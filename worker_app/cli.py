@@ -160,6 +160,15 @@ def _enqueue_demo() -> None:
     )
 
 
+def _add_subcommands() -> None:
+    from worker_app.cli_dlq import dlq_group
+
+    cli.add_command(dlq_group)
+
+
+_add_subcommands()
+
+
 def main(argv: list[str] | None = None) -> Any:
     """Entry point of the ``worker-app`` console script."""
     # Importing worker_app already checked the settings: a bad value never gets this far.
