@@ -36,9 +36,11 @@ lint: install
 
 bench: install  ## side-by-side measurements on a private redis-server (a few minutes)
 	$(BIN)/python -m bench.queue_order
+	$(BIN)/python -m bench.dlq
 
 bench-quick: install
 	$(BIN)/python -m bench.queue_order --quick
+	$(BIN)/python -m bench.dlq --entries 2000
 
 fmt: install
 	$(BIN)/ruff format .
