@@ -28,7 +28,7 @@ QUEUE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?")
 LEVELS = ("debug", "info", "warning", "error", "critical")
 # Values that are obviously copied from an example file; refused as production secrets.
-PLACEHOLDERS = {"changeme", "change-me", "changethis", "secret", "password", "admin", "token"}
+SAMPLE_SECRETS = {"changeme", "change-me", "changethis", "secret", "password", "admin", "token"}
 MIN_PRODUCTION_TOKEN = 16
 
 
@@ -83,8 +83,8 @@ FORMS: dict[str, str] = {
     "asynq_strict_priority": "true or false",
     "asynq_max_retry": "a non-negative integer",
     "asynq_dlq_max_size": "a positive integer",
-    "api_token": "a non-empty token (at least 16 characters in production, not a placeholder)",
-    "flower_basic_auth": "user:password (not a placeholder in production)",
+    "api_token": "a non-empty token (at least 16 characters in production, not a sample value)",
+    "flower_basic_auth": "user:password (not a sample value in production)",
     "flower_port": "a port number between 1 and 65535",
     "otel_exporter_otlp_endpoint": "an http:// or https:// URL",
     "otel_traces_exporter": "a comma-separated list of otlp, console, none",
@@ -182,13 +182,13 @@ class Settings(BaseSettings):
         token = self.api_token.get_secret_value() if self.api_token else ""
         if not token:
             problems.append("API_TOKEN is required when APP_ENV=production")
-        elif len(token) < MIN_PRODUCTION_TOKEN or token.lower() in PLACEHOLDERS:
-            problems.append(_line("api_token", "***", "too short or a placeholder"))
+        elif len(token) < MIN_PRODUCTION_TOKEN or token.lower() in SAMPLE_SECRETS:
+            problems.append(_line("api_token", "***", "too short or a sample value"))
         auth = self.flower_basic_auth.get_secret_value() if self.flower_basic_auth else ""
         if not auth:
             problems.append("FLOWER_BASIC_AUTH is required when APP_ENV=production")
-        elif auth.partition(":")[2].lower() in PLACEHOLDERS:
-            problems.append(_line("flower_basic_auth", "***", "the password is a placeholder"))
+        elif auth.partition(":")[2].lower() in SAMPLE_SECRETS:
+            problems.append(_line("flower_basic_auth", "***", "the password is a sample value"))
         return problems
 
     @property

@@ -35,7 +35,7 @@ DIMENSIONS = {
 }
 
 # Ids, counts and durations vary between otherwise identical failures: any token with a digit
-# in it (``42``, ``0x1f``, ``user42``, ``1500ms``, a UUID) is replaced by one placeholder.
+# in it (``42``, ``0x1f``, ``user42``, ``1500ms``, a UUID) is replaced by one marker.
 _NORMALISE = [(re.compile(r"[\w.:-]*\d[\w.:-]*"), "<n>")]
 _FRAME = re.compile(r'File "([^"]+)", line \d+, in (\S+)')
 
