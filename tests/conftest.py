@@ -150,3 +150,63 @@ def worker(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) 
     proc = Worker(tmp_path_factory.mktemp("worker") / "worker.log", child_env()).start()
     yield proc
     proc.stop()
+
+
+class ApiServer:
+    """``uvicorn`` serving the job API on a free port, as a child process."""
+
+    def __init__(self, log_path: Path, env: dict[str, str]) -> None:
+        from worker_app.devredis import free_port
+
+        self.port = free_port()
+        self.log_path = log_path
+        self.env = env
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> ApiServer:
+        import httpx
+
+        argv = [
+            str(BIN / "uvicorn"),
+            "tests.api_app:app",
+            "--port",
+            str(self.port),
+            "--no-access-log",
+        ]
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
+
+        def up() -> bool:
+            try:
+                return httpx.get(f"{self.url}/health", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                assert self.process is not None and self.process.poll() is None, (
+                    self.log_path.read_text()
+                )
+                return False
+
+        wait_until(up, 60, "the API to answer")
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=20)
+
+
+API_TOKEN = "test-token-0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def api(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
+    server = ApiServer(
+        tmp_path_factory.mktemp("api") / "api.log", child_env(API_TOKEN=API_TOKEN)
+    ).start()
+    yield server
+    server.stop()

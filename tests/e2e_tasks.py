@@ -113,3 +113,17 @@ def fail_kind(kind: str, n: int) -> None:
         "timeout": f"upstream timed out after {1000 + n}ms",
     }
     raise PermanentError(messages[kind])
+
+
+@app.task(name="e2e.sleepy", bind=True)
+def sleepy(self: Any, key: str, seconds: float, cooperative: bool = False) -> str:
+    """Run for ``seconds``; with ``cooperative`` stop as soon as the job is cancelled."""
+    from worker_app.jobs import check_cancelled
+
+    _record(key, self.request.retries + 1)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if cooperative:
+            check_cancelled()
+        time.sleep(0.1)
+    return "done"

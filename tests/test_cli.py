@@ -13,13 +13,14 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
 from celery.result import AsyncResult
 
 from tests.conftest import BIN, ROOT, Worker, child_env, wait_until
 from worker_app import app
-from worker_app.devredis import RedisServer
+from worker_app.devredis import RedisServer, free_port
 
 QUEUES = ("critical", "default", "low")
 BAD_QUEUES_LINE = (
@@ -178,10 +179,11 @@ def test_dev_runs_the_demo_and_stops_cleanly_on_ctrl_c(
     tmp_path: Path, redis_server: RedisServer
 ) -> None:
     log_path = tmp_path / "dev.log"
+    api_port = free_port()
     env = child_env(REDIS_URL=redis_server.url, APP_ENV="development", LOG_LEVEL="info")
     with open(log_path, "wb") as log:
         dev = subprocess.Popen(
-            [str(BIN / "worker-app"), "dev", "--demo"],
+            [str(BIN / "worker-app"), "dev", "--demo", "--api-port", str(api_port)],
             cwd=tmp_path,
             env=env,
             stdout=log,
@@ -205,6 +207,11 @@ def test_dev_runs_the_demo_and_stops_cleanly_on_ctrl_c(
             "maintenance.cleanup",
         }
         assert all(AsyncResult(task_id, app=app).state == "SUCCESS" for _, task_id in ids)
+        # The same process serves the job API, which tracked the demo jobs.
+        assert f"job API at http://127.0.0.1:{api_port}/docs" in output
+        for _, task_id in ids:
+            job = httpx.get(f"http://127.0.0.1:{api_port}/api/jobs/{task_id}", timeout=10).json()
+            assert job["status"] == "succeeded"
 
         started = time.monotonic()
         os.killpg(dev.pid, signal.SIGINT)  # what a terminal's Ctrl-C does

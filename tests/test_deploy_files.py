@@ -75,15 +75,21 @@ def test_env_example_lists_every_setting_and_its_values_are_valid(
 def test_compose_services_match_the_code() -> None:
     data = compose()
     services = data["services"]
-    assert set(services) == {"redis", "worker", "flower"}
+    assert set(services) == {"redis", "worker", "flower", "web"}
     redis = services["redis"]
     assert "--appendonly" in command_of(redis) and "yes" in command_of(redis)
     volume = redis["volumes"][0].split(":")[0]
     assert volume in data["volumes"]
     for name, service in services.items():
         assert "healthcheck" in service, name
-        if name != "redis":
+        if name == "web":
+            assert command_of(service)[:2] == ["uvicorn", "worker_app.api:app"]
+            assert service["ports"] == ["8000:8000"] and "8000/health" in str(
+                service["healthcheck"]
+            )
+        if name not in ("redis", "web"):
             check_celery_command(command_of(service))
+        if name != "redis":
             assert service["depends_on"]["redis"]["condition"] == "service_healthy"
             assert set(service.get("environment", {})) <= FIELDS
     assert services["flower"]["ports"] == [f"{Settings.model_fields['flower_port'].default}:5555"]
@@ -98,9 +104,10 @@ def test_the_worker_outlives_its_shutdown_timeout_before_compose_kills_it() -> N
 def test_procfile_runs_the_same_commands_as_compose() -> None:
     processes = procfile()
     services = compose()["services"]
-    assert set(processes) == {"worker", "flower"}
+    assert set(processes) == {"web", "worker", "flower"}
     for name, line in processes.items():
-        check_celery_command(shlex.split(line))
+        if name != "web":
+            check_celery_command(shlex.split(line))
         assert shlex.split(line) == command_of(services[name])
 
 

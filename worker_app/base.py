@@ -19,11 +19,19 @@ from celery import Task
 from celery.exceptions import Ignore, Reject, Retry
 from kombu.exceptions import OperationalError
 from pydantic import BaseModel, ValidationError
+from redis.exceptions import RedisError
 
-from worker_app import keys
+from worker_app import jobs, keys
 from worker_app.config import get_settings
 from worker_app.dlq_store import Entry
-from worker_app.errors import Deferred, InvalidPayload, PermanentError, PoisonPill, UnsafeSerializer
+from worker_app.errors import (
+    Cancelled,
+    Deferred,
+    InvalidPayload,
+    PermanentError,
+    PoisonPill,
+    UnsafeSerializer,
+)
 from worker_app.failures import handle_failure
 from worker_app.queues import check_queue
 from worker_app.redis_client import get_redis
@@ -147,6 +155,11 @@ class BaseTask(Task[Any, Any]):
             raise OperationalError(
                 f"could not publish {self.name}: broker unreachable ({exc})"
             ) from exc
+        except RuntimeError as exc:
+            # The result store's subscription gives up with a RuntimeError when Redis is away.
+            if not isinstance(exc.__cause__, RedisError | OSError):
+                raise
+            raise OperationalError(f"could not publish {self.name}: Redis unreachable") from exc
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.request.called_directly:
@@ -167,10 +180,21 @@ class BaseTask(Task[Any, Any]):
         return result
 
     def _execute(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        request = self.request
+        job_id = str(request.id)
+        records = jobs.store()
+        # One round trip marks the job active and tells whether it was cancelled meanwhile.
+        if records.started(job_id, request.retries + 1, str(request.hostname or "")) == "cancelled":
+            logger.info("not run: the job was cancelled before it started")
+            raise Ignore()
         try:
             if self.payload_model is not None:
                 args, kwargs = (validate_payload(self.payload_model, args, kwargs),), {}
-            return self.run(*args, **kwargs)
+            result = self.run(*args, **kwargs)
+        except Cancelled:
+            records.finished(job_id, "cancelled")
+            logger.info("stopped: the job was cancelled while it ran")
+            raise Ignore() from None
         except (*_CONTROL, PermanentError):
             raise
         except Deferred as exc:
@@ -180,6 +204,7 @@ class BaseTask(Task[Any, Any]):
             if attempt >= self.retry_limit():
                 raise
             delay, bound = self.retry_delay(attempt)
+            records.note_error(job_id, f"{type(exc).__name__}: {exc}")
             logger.warning(
                 "retrying in %.3fs (attempt %d of %d, bound %.3fs): %s: %s",
                 delay,
@@ -190,6 +215,8 @@ class BaseTask(Task[Any, Any]):
                 exc,
             )
             raise self.retry(exc=exc, countdown=delay, max_retries=self.retry_limit()) from exc
+        records.finished(job_id, "succeeded", result=jobs.result_json(result))
+        return result
 
     def _defer(self, exc: Deferred) -> Retry:
         """Publish the job again after ``exc.delay`` with its attempt count unchanged."""

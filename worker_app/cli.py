@@ -101,8 +101,12 @@ def queues_command(as_json: bool) -> None:
 
 @cli.command("dev")
 @click.option("--demo/--no-demo", default=False, help="Enqueue a small demo batch at start.")
-def dev_command(demo: bool) -> None:
-    """Run an embedded worker on every configured queue (starts a private Redis if needed)."""
+@click.option(
+    "--api-port", default=8000, show_default=True, help="Port of the job API (0: no API)."
+)
+def dev_command(demo: bool, api_port: int) -> None:
+    """The job API and an embedded worker on every queue, in one process (starts a private
+    Redis if needed)."""
     from worker_app.devredis import ensure_redis
 
     with ensure_redis() as redis_url:
@@ -111,6 +115,7 @@ def dev_command(demo: bool) -> None:
         from worker_app.celery import app
 
         settings = get_settings()
+        api = _start_api(api_port) if api_port else None
         if demo:
             _enqueue_demo()
         argv = [
@@ -129,6 +134,28 @@ def dev_command(demo: bool) -> None:
         except SystemExit as exc:
             if exc.code not in (None, 0):
                 raise
+        finally:
+            if api is not None:
+                api.should_exit = True
+
+
+def _start_api(port: int) -> Any:
+    """Serve the job API from a thread of this process; the worker keeps the main thread."""
+    import threading
+
+    import uvicorn
+
+    from worker_app.api import create_app
+
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_config=None, access_log=False)
+    )
+    threading.Thread(target=server.run, name="api", daemon=True).start()
+    click.echo(
+        f"dev: job API at http://127.0.0.1:{port}/docs (jobs: /api/jobs, dead letters: /api/dlq); "
+        "Flower: celery -A worker_app flower, then http://127.0.0.1:5555"
+    )
+    return server
 
 
 def _use_redis(url: str) -> None:

@@ -35,6 +35,10 @@ class InvalidPayload(PermanentError):
         self.errors = errors or []
 
 
+class Cancelled(TaskError):
+    """The job was cancelled while it ran; raised by :func:`worker_app.jobs.check_cancelled`."""
+
+
 class Deferred(TaskError):
     """The job cannot run now; run it again after ``delay`` seconds without using a retry."""
 

@@ -29,3 +29,19 @@ DLQ_TRIMMED = f"{PREFIX}:dlq:trimmed"
 DEATHS = f"{PREFIX}:deaths:"
 #: Seconds a death count is kept: long enough to see the redeliveries of one message.
 DEATHS_TTL = 24 * 3600
+
+# Job records ------------------------------------------------------------------------------
+#: HASH per job id: type, queue, status, timestamps (Unix seconds), attempts, last error,
+#: result (JSON, capped), payload; expires ASYNQ_RETENTION after the job finished.
+JOB = f"{PREFIX}:job:"
+#: ZSET job id -> created at: every job, newest first; ``jobs:by:<dim>:<value>`` per status,
+#: type and queue. Members whose record expired are dropped when a listing meets them.
+JOBS_INDEX = f"{PREFIX}:jobs:index"
+JOBS_BY = f"{PREFIX}:jobs:by:"
+#: Largest result kept in a job record, in bytes of JSON; larger ones are replaced by a note.
+JOB_RESULT_MAX = 64 * 1024
+
+# Workers ----------------------------------------------------------------------------------
+#: STRING per worker hostname, refreshed by its heartbeat; its TTL says when it counts as gone.
+WORKER = f"{PREFIX}:worker:"
+WORKER_TTL = 30

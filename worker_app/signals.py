@@ -8,8 +8,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery.signals import celeryd_init, setup_logging, task_postrun, task_prerun
+from celery.signals import (
+    before_task_publish,
+    celeryd_init,
+    heartbeat_sent,
+    setup_logging,
+    task_postrun,
+    task_prerun,
+    task_revoked,
+)
 
+from worker_app import jobs, keys
 from worker_app.config import get_settings
 from worker_app.logs import JobContext, bind_job, clear_job, configure_logging
 from worker_app.queues import check_worker_queues
@@ -44,3 +53,23 @@ def _on_task_prerun(task_id: str, task: Any, **_: Any) -> None:
 @task_postrun.connect
 def _on_task_postrun(**_: Any) -> None:
     clear_job()
+
+
+@before_task_publish.connect
+def _on_publish(headers: dict[str, Any], body: Any, routing_key: str = "", **_: Any) -> None:
+    jobs.record_published(headers, body, routing_key)
+
+
+@task_revoked.connect
+def _on_revoked(request: Any = None, terminated: bool = False, **_: Any) -> None:
+    # A job stopped by a cancel (revoke with terminate) ends cancelled, never failed.
+    if request is not None and getattr(request, "id", None):
+        jobs.store().finished(str(request.id), "cancelled")
+
+
+@heartbeat_sent.connect
+def _on_heartbeat(sender: Any = None, **_: Any) -> None:
+    hostname = getattr(getattr(sender, "eventer", None), "hostname", None) or "worker"
+    from worker_app.redis_client import get_redis
+
+    get_redis().set(keys.WORKER + str(hostname), "1", ex=keys.WORKER_TTL)

@@ -1,0 +1,102 @@
+"""The FastAPI application: auth, error bodies, probes, and the routers."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import Any
+
+import redis
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from kombu.exceptions import OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from worker_app.api.routes import dlq, jobs, queues
+from worker_app.config import get_settings
+from worker_app.errors import WorkerAppError
+from worker_app.redis_client import get_redis
+
+logger = logging.getLogger(__name__)
+bearer = HTTPBearer(auto_error=False)
+
+
+class ApiError(Exception):
+    """An error answered as ``{"error": message}`` with ``status``."""
+
+    def __init__(self, status: int, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.details = details
+
+
+def require_token(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+    """Every ``/api`` route needs ``Authorization: Bearer $API_TOKEN`` when a token is set."""
+    token = get_settings().api_token
+    if token is None:
+        return
+    given = credentials.credentials if credentials is not None else ""
+    if not secrets.compare_digest(given.encode(), token.get_secret_value().encode()):
+        raise ApiError(401, "missing or wrong bearer token")
+
+
+def _error(status: int, message: str, **details: Any) -> JSONResponse:
+    return JSONResponse({"error": message, **details}, status_code=status)
+
+
+def create_app() -> FastAPI:
+    """Build the API (settings are read once, when it is created)."""
+    settings = get_settings()
+    if settings.api_token is None:
+        logger.warning("API_TOKEN is not set: the job API accepts requests without a token")
+    api = FastAPI(
+        title="worker_app", version="0.1.0", description="Jobs, queues and the dead-letter queue."
+    )
+    guarded = [Depends(require_token)]
+    api.include_router(jobs.router, prefix="/api", dependencies=guarded)
+    api.include_router(dlq.router, prefix="/api", dependencies=guarded)
+    api.include_router(queues.router, prefix="/api", dependencies=guarded)
+
+    @api.get("/health", tags=["probes"])
+    def health() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    @api.get("/ready", tags=["probes"], responses={503: {"description": "Redis is unreachable"}})
+    def ready() -> dict[str, str]:
+        """Readiness: Redis answers."""
+        get_redis().ping()
+        return {"status": "ready"}
+
+    @api.exception_handler(ApiError)
+    def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return _error(exc.status, str(exc), **exc.details)
+
+    @api.exception_handler(RequestValidationError)
+    def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        return _error(422, "invalid request", errors=errors)
+
+    @api.exception_handler(StarletteHTTPException)
+    def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail))
+
+    @api.exception_handler(redis.RedisError)
+    @api.exception_handler(OperationalError)
+    @api.exception_handler(ConnectionError)  # Celery's result backend lets these through
+    def _redis_down(_: Request, exc: Exception) -> JSONResponse:
+        logger.warning("answering 503: Redis is unreachable (%s)", exc)
+        return _error(503, "Redis is unreachable; try again shortly")
+
+    @api.exception_handler(WorkerAppError)
+    def _refused(_: Request, exc: WorkerAppError) -> JSONResponse:
+        return _error(422, str(exc), errors=list(getattr(exc, "errors", [])))
+
+    @api.exception_handler(Exception)
+    def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unexpected error")
+        return _error(500, "internal error; see the API's log")
+
+    return api

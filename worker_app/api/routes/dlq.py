@@ -1,0 +1,118 @@
+"""``/api/dlq``: inspect, requeue, delete and purge dead-lettered jobs."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from worker_app import dlq
+from worker_app.api.schemas import (
+    BulkOut,
+    BulkRequeueIn,
+    DlqEntryOut,
+    DlqPageOut,
+    Reason,
+    RequeueIn,
+)
+
+router = APIRouter(tags=["dead-letter queue"])
+ACTOR = "api"
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such entry"}}
+NO_FILTER: dict[int | str, dict[str, Any]] = {409: {"description": "No filter given"}}
+
+
+def _entry(task_id: str) -> dlq.Entry:
+    from worker_app.api.factory import ApiError
+
+    entry = dlq.get(task_id)
+    if entry is None:
+        raise ApiError(404, f"no dead-letter entry {task_id!r}")
+    return entry
+
+
+def _filter(
+    task: str | None, reason: str | None, queue: str | None, fingerprint: str | None
+) -> dlq.Filter:
+    return dlq.Filter(task=task, reason=reason, queue=queue, fingerprint=fingerprint)
+
+
+Text = Annotated[str | None, Query(max_length=200)]
+
+
+@router.get("/dlq", response_model=DlqPageOut)
+def list_entries(
+    task: Text = None,
+    reason: Reason | None = None,
+    queue: Text = None,
+    fingerprint: Text = None,
+    cursor: Annotated[str | None, Query(max_length=200, pattern=r"^\d+(\.\d+)?:.+$")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> DlqPageOut:
+    """Entries newest first, filtered; follow ``next_cursor``."""
+    page = dlq.list_entries(_filter(task, reason, queue, fingerprint), cursor, limit)
+    return DlqPageOut(
+        entries=[DlqEntryOut(**e.to_dict()) for e in page.entries], next_cursor=page.next_cursor
+    )
+
+
+@router.get("/dlq/stats")
+def stats() -> dict[str, Any]:
+    """Counts by reason, task and queue, and the distinct failures by fingerprint."""
+    return dlq.stats()
+
+
+@router.get("/dlq/{task_id}", response_model=DlqEntryOut, responses=NOT_FOUND)
+def show_entry(task_id: str) -> DlqEntryOut:
+    """One entry with its traceback, arguments, headers and audit history."""
+    entry = _entry(task_id)
+    return DlqEntryOut(**entry.to_dict(), history=dlq.history(task_id=task_id))
+
+
+@router.post(
+    "/dlq/requeue",
+    response_model=BulkOut,
+    status_code=202,
+    responses=NO_FILTER,
+)
+def requeue_many(body: BulkRequeueIn) -> BulkOut:
+    """Requeue every entry matching the filter (``all: true`` for every entry)."""
+    from worker_app.api.factory import ApiError
+
+    flt = _filter(body.task, body.reason, body.queue, body.fingerprint)
+    if not flt.given() and not body.all:
+        raise ApiError(409, "give a filter (task, reason, queue, fingerprint) or all: true")
+    result = dlq.requeue_many(flt, actor=ACTOR, rate=body.rate)
+    return BulkOut(done=result.done, refused=result.refused)
+
+
+@router.post("/dlq/{task_id}/requeue", response_model=BulkOut, status_code=202, responses=NOT_FOUND)
+def requeue_one(task_id: str, body: RequeueIn | None = None) -> BulkOut:
+    """Put the entry back on its queue (same id, attempts reset), optionally with a new payload."""
+    _entry(task_id)
+    dlq.requeue(task_id, actor=ACTOR, payload=body.payload if body else None)
+    return BulkOut(done=1)
+
+
+@router.delete("/dlq/{task_id}", response_model=BulkOut, responses=NOT_FOUND)
+def delete_entry(task_id: str) -> BulkOut:
+    """Remove one entry for good."""
+    _entry(task_id)
+    return BulkOut(done=int(dlq.delete(task_id, actor=ACTOR)))
+
+
+@router.delete("/dlq", response_model=BulkOut, responses=NO_FILTER)
+def purge(
+    task: Text = None,
+    reason: Reason | None = None,
+    queue: Text = None,
+    fingerprint: Text = None,
+    all: bool = False,
+) -> BulkOut:
+    """Remove every entry matching the filter (``all=true`` for every entry)."""
+    from worker_app.api.factory import ApiError
+
+    flt = _filter(task, reason, queue, fingerprint)
+    if not flt.given() and not all:
+        raise ApiError(409, "give a filter (task, reason, queue, fingerprint) or all=true")
+    return BulkOut(done=dlq.purge(flt, actor=ACTOR))

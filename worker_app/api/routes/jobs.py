@@ -1,0 +1,110 @@
+"""``/api/jobs``: enqueue, list, get, cancel and retry jobs."""
+
+from __future__ import annotations
+
+import threading
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from worker_app import dlq, jobs
+from worker_app.api.schemas import JobIn, JobOut, JobPageOut, Status
+from worker_app.celery import app as celery_app
+from worker_app.client import enqueue, get_task
+
+router = APIRouter(tags=["jobs"])
+#: Seconds an active job gets to stop by itself (``is_cancelled()``) before it is terminated.
+CANCEL_GRACE = 2.0
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    404: {"description": "No such job"},
+    409: {"description": "Not allowed in this state"},
+}
+
+
+def _job(job_id: str) -> jobs.Job:
+    from worker_app.api.factory import ApiError
+
+    job = jobs.store().get(job_id)
+    if job is None:
+        raise ApiError(404, f"no job {job_id!r}")
+    return job
+
+
+def _out(job: jobs.Job) -> JobOut:
+    return JobOut(**job.as_dict())
+
+
+@router.post(
+    "/jobs", status_code=202, response_model=JobOut, responses={422: {"description": "Invalid"}}
+)
+def create_job(body: JobIn) -> JobOut:
+    """Validate the payload against the task's model and enqueue the job."""
+    job_id = enqueue(body.type, body.payload, queue=body.queue, countdown=body.delay)
+    return _out(_job(job_id))
+
+
+@router.get("/jobs", response_model=JobPageOut)
+def list_jobs(
+    status: Status | None = None,
+    type: Annotated[str | None, Query(max_length=200)] = None,
+    queue: Annotated[str | None, Query(max_length=64)] = None,
+    cursor: Annotated[str | None, Query(max_length=200, pattern=r"^\d+(\.\d+)?:.+$")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> JobPageOut:
+    """Jobs newest first, filtered by status, type and queue; follow ``next_cursor``."""
+    page = jobs.store().page(status=status, type=type, queue=queue, cursor=cursor, limit=limit)
+    return JobPageOut(jobs=[_out(j) for j in page.jobs], next_cursor=page.next_cursor)
+
+
+@router.get("/jobs/{job_id}", response_model=JobOut, responses=RESPONSES)
+def get_job(job_id: str) -> JobOut:
+    """One job; 404 when it was never enqueued (or its record expired)."""
+    return _out(_job(job_id))
+
+
+@router.delete("/jobs/{job_id}", status_code=202, response_model=JobOut, responses=RESPONSES)
+def cancel_job(job_id: str) -> JobOut:
+    """Cancel: a waiting job never runs; an active one is asked to stop, then terminated."""
+    from worker_app.api.factory import ApiError
+
+    before = _job(job_id).status
+    if before in jobs.FINAL:
+        raise ApiError(
+            409, f"job {job_id} is {before}; only waiting or active jobs can be cancelled"
+        )
+    if jobs.store().cancel(job_id) == "active":
+        timer = threading.Timer(CANCEL_GRACE, _terminate_if_active, args=(job_id,))
+        timer.daemon = True
+        timer.start()
+    return _out(_job(job_id))
+
+
+def _terminate_if_active(job_id: str) -> None:
+    job = jobs.store().get(job_id)
+    if job is not None and job.status == "active":
+        celery_app.control.revoke(job_id, terminate=True, signal="SIGTERM")
+
+
+@router.post("/jobs/{job_id}/retry", status_code=202, response_model=JobOut, responses=RESPONSES)
+def retry_job(job_id: str) -> JobOut:
+    """Run a failed (dead-lettered) or cancelled job again, under the same id."""
+    from worker_app.api.factory import ApiError
+
+    job = _job(job_id)
+    if job.status not in ("failed", "cancelled"):
+        raise ApiError(
+            409, f"job {job_id} is {job.status}; only failed or cancelled jobs can be retried"
+        )
+    if dlq.get(job_id) is not None:
+        dlq.requeue(job_id, actor="api")
+    else:
+        task = get_task(job.type)
+        task.backend.forget(job_id)
+        payload = job.payload or {}
+        task.apply_async(
+            tuple(payload.get("args") or ()),
+            payload.get("kwargs") or {},
+            task_id=job_id,
+            queue=job.queue,
+        )
+    return _out(_job(job_id))

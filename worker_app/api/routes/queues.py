@@ -1,0 +1,28 @@
+"""``/api/queues``: depth, weight and dead letters per queue; workers online."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from worker_app import dlq, keys
+from worker_app.api.schemas import QueueOut, QueuesOut
+from worker_app.queues import queue_stats
+from worker_app.redis_client import get_redis
+
+router = APIRouter(tags=["queues"])
+
+
+@router.get("/queues", response_model=QueuesOut)
+def queues() -> QueuesOut:
+    """Every configured queue, the dead-letter totals, and the workers whose heartbeat is fresh."""
+    client = get_redis()
+    store = dlq.store()
+    rows = [
+        QueueOut(**q.as_dict(), dead_letters=store.count(dlq.Filter(queue=q.name)))
+        for q in queue_stats(client)
+    ]
+    workers = sorted(
+        (k.decode() if isinstance(k, bytes) else str(k)).removeprefix(keys.WORKER)
+        for k in client.scan_iter(f"{keys.WORKER}*", count=500)
+    )
+    return QueuesOut(queues=rows, dead_letters=store.count(), workers=workers)

@@ -1,0 +1,112 @@
+"""Request and response bodies of the job API."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Status = Literal["pending", "scheduled", "active", "retrying", "succeeded", "failed", "cancelled"]
+Reason = Literal[
+    "retries_exhausted",
+    "permanent_error",
+    "invalid_payload",
+    "unknown_task",
+    "undecodable",
+    "poison_pill",
+]
+
+
+class JobIn(BaseModel):
+    """A job to enqueue."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: str = Field(min_length=1, max_length=200, description="Task name, e.g. briefing.generate")
+    payload: dict[str, Any] = Field(default_factory=dict)
+    queue: str | None = Field(None, min_length=1, max_length=64)
+    delay: float | None = Field(None, ge=0, le=365 * 86400, description="Seconds before it may run")
+
+
+class JobOut(BaseModel):
+    id: str
+    type: str
+    queue: str
+    status: str
+    created_at: float
+    updated_at: float
+    attempts: int
+    run_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    last_error: str | None = None
+    result: Any = None
+    payload: Any = None
+    worker: str | None = None
+    cancel_requested: bool = False
+
+
+class JobPageOut(BaseModel):
+    jobs: list[JobOut]
+    next_cursor: str | None
+
+
+class DlqEntryOut(BaseModel):  # type: ignore[no-redef]  # its field "kwargs" meets the plugin's __init__
+    task_id: str
+    task_name: str
+    reason: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    queue: str
+    headers: dict[str, Any]
+    exc_type: str
+    exc_message: str
+    traceback: str
+    attempts: int
+    first_enqueued_at: float | None
+    failed_at: float
+    hostname: str
+    raw: str | None
+    content_type: str | None
+    fingerprint: str
+    history: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class DlqPageOut(BaseModel):
+    entries: list[DlqEntryOut]
+    next_cursor: str | None
+
+
+class RequeueIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    payload: dict[str, Any] | None = Field(None, description="Replace the payload (validated)")
+
+
+class BulkRequeueIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    task: str | None = None
+    reason: Reason | None = None
+    queue: str | None = None
+    fingerprint: str | None = None
+    all: bool = Field(False, description="Requeue every entry when no filter is given")
+    rate: float | None = Field(None, gt=0, le=10_000, description="At most this many per second")
+
+
+class BulkOut(BaseModel):
+    done: int
+    refused: int = 0
+
+
+class QueueOut(BaseModel):
+    name: str
+    weight: int
+    share: float
+    ready: int
+    scheduled: int
+    unacked: int
+    dead_letters: int
+
+
+class QueuesOut(BaseModel):
+    queues: list[QueueOut]
+    dead_letters: int
+    workers: list[str]

@@ -1,0 +1,359 @@
+"""Job records: one Redis hash per job that follows it from enqueue to its end.
+
+``pending`` / ``scheduled`` (published, not yet due) -> ``active`` -> ``succeeded``; a failed
+attempt makes it ``retrying`` (with the next run time and last error) and exhausted or permanent
+failures ``failed`` (dead-lettered); ``cancelled`` is final too. Each transition is one Lua
+script (one round trip) that also moves the job between the status indexes, so a job costs
+three scripts: published, started, finished. Cancelling is stored here, so any worker, including
+one started later, honours it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import redis
+from celery import current_task
+
+from worker_app import keys
+from worker_app.config import get_settings
+from worker_app.errors import Cancelled
+from worker_app.redis_client import get_redis
+
+STATUSES = ("pending", "scheduled", "active", "retrying", "succeeded", "failed", "cancelled")
+FINAL = ("succeeded", "failed", "cancelled")
+WAITING = ("pending", "scheduled", "retrying")
+DIMENSIONS = ("status", "type", "queue")
+P = keys.PREFIX + ":"
+
+_MOVE = """
+local function move(id, old, new, score)
+  if old then redis.call('ZREM', ARGV[1] .. 'jobs:by:status:' .. old, id) end
+  redis.call('ZADD', ARGV[1] .. 'jobs:by:status:' .. new, score, id)
+end
+"""
+
+# ARGV: prefix, id, type, queue, status, now, run_at, attempt, payload json, reset ('1' on a
+# fresh run: first publish, requeue, retry by an operator).
+_PUBLISHED = (
+    _MOVE
+    + """
+local key = ARGV[1] .. 'job:' .. ARGV[2]
+local old = redis.call('HGET', key, 'status')
+if old == 'cancelled' and ARGV[10] ~= '1' then return old end
+local created = redis.call('HGET', key, 'created_at')
+if not created or ARGV[10] == '1' then created = ARGV[6] end
+redis.call('HSET', key, 'id', ARGV[2], 'type', ARGV[3], 'queue', ARGV[4], 'status', ARGV[5],
+  'created_at', created, 'updated_at', ARGV[6], 'run_at', ARGV[7], 'attempts', ARGV[8],
+  'payload', ARGV[9])
+if ARGV[10] == '1' then
+  redis.call('HDEL', key, 'started_at', 'finished_at', 'result', 'last_error', 'cancel_requested')
+end
+redis.call('PERSIST', key)
+move(ARGV[2], old, ARGV[5], created)
+redis.call('ZADD', ARGV[1] .. 'jobs:index', created, ARGV[2])
+redis.call('ZADD', ARGV[1] .. 'jobs:by:type:' .. ARGV[3], created, ARGV[2])
+redis.call('ZADD', ARGV[1] .. 'jobs:by:queue:' .. ARGV[4], created, ARGV[2])
+return old or ''
+"""
+)
+
+# ARGV: prefix, id, now, attempt, hostname. Returns the status before: 'cancelled' means
+# do not run.
+_STARTED = (
+    _MOVE
+    + """
+local key = ARGV[1] .. 'job:' .. ARGV[2]
+local old = redis.call('HGET', key, 'status')
+if not old or old == 'cancelled' then return old or '' end
+redis.call('HSET', key, 'status', 'active', 'started_at', ARGV[3], 'updated_at', ARGV[3],
+  'attempts', ARGV[4], 'worker', ARGV[5])
+move(ARGV[2], old, 'active', redis.call('HGET', key, 'created_at'))
+return old
+"""
+)
+
+# ARGV: prefix, id, status, now, retention seconds, then field/value pairs. A record that does
+# not exist is not created (messages from foreign producers have none).
+_FINISHED = (
+    _MOVE
+    + """
+local key = ARGV[1] .. 'job:' .. ARGV[2]
+local old = redis.call('HGET', key, 'status')
+if not old then return '' end
+redis.call('HSET', key, 'status', ARGV[3], 'updated_at', ARGV[4], 'finished_at', ARGV[4])
+for i = 6, #ARGV, 2 do redis.call('HSET', key, ARGV[i], ARGV[i + 1]) end
+move(ARGV[2], old, ARGV[3], redis.call('HGET', key, 'created_at'))
+redis.call('EXPIRE', key, ARGV[5])
+return old
+"""
+)
+
+# ARGV: prefix, id, now, retention. Waiting jobs become cancelled; an active one is flagged.
+_CANCEL = (
+    _MOVE
+    + """
+local key = ARGV[1] .. 'job:' .. ARGV[2]
+local old = redis.call('HGET', key, 'status')
+if old == 'pending' or old == 'scheduled' or old == 'retrying' then
+  redis.call('HSET', key, 'status', 'cancelled', 'updated_at', ARGV[3], 'finished_at', ARGV[3])
+  move(ARGV[2], old, 'cancelled', redis.call('HGET', key, 'created_at'))
+  redis.call('EXPIRE', key, ARGV[4])
+elseif old == 'active' then
+  redis.call('HSET', key, 'cancel_requested', ARGV[3])
+end
+return old or ''
+"""
+)
+
+
+@dataclass(frozen=True)
+class Job:
+    """A job as its record tells it."""
+
+    id: str
+    type: str
+    queue: str
+    status: str
+    created_at: float
+    updated_at: float
+    attempts: int = 0
+    run_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    last_error: str | None = None
+    result: Any = None
+    payload: Any = None
+    worker: str | None = None
+    cancel_requested: bool = False
+
+    @classmethod
+    def from_hash(cls, data: dict[str, str]) -> Job:
+        def num(name: str) -> float | None:
+            return float(data[name]) if data.get(name) else None
+
+        return cls(
+            id=data["id"],
+            type=data.get("type", ""),
+            queue=data.get("queue", ""),
+            status=data.get("status", ""),
+            created_at=num("created_at") or 0.0,
+            updated_at=num("updated_at") or 0.0,
+            attempts=int(data.get("attempts") or 0),
+            run_at=num("run_at"),
+            started_at=num("started_at"),
+            finished_at=num("finished_at"),
+            last_error=data.get("last_error"),
+            result=json.loads(data["result"]) if data.get("result") else None,
+            payload=json.loads(data["payload"]) if data.get("payload") else None,
+            worker=data.get("worker"),
+            cancel_requested=bool(data.get("cancel_requested")),
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class JobPage:
+    jobs: list[Job]
+    next_cursor: str | None
+
+
+class JobStore:
+    """Job records in Redis: transitions, reads, filtered listings."""
+
+    def __init__(self, client: redis.Redis, retention_seconds: float) -> None:
+        self.client = client
+        self.retention = int(max(1, retention_seconds))
+        self._published = client.register_script(_PUBLISHED)
+        self._started = client.register_script(_STARTED)
+        self._finished = client.register_script(_FINISHED)
+        self._cancel = client.register_script(_CANCEL)
+
+    def published(
+        self,
+        job_id: str,
+        task: str,
+        queue: str,
+        status: str,
+        run_at: float,
+        attempt: int,
+        payload: Any,
+        *,
+        reset: bool,
+    ) -> str:
+        now = time.time()
+        return _text(
+            self._published(
+                args=[
+                    P,
+                    job_id,
+                    task,
+                    queue,
+                    status,
+                    now,
+                    run_at,
+                    attempt,
+                    json.dumps(payload, default=str),
+                    "1" if reset else "0",
+                ]
+            )
+        )
+
+    def started(self, job_id: str, attempt: int, hostname: str) -> str:
+        return _text(self._started(args=[P, job_id, time.time(), attempt, hostname]))
+
+    def finished(self, job_id: str, status: str, **fields: str) -> str:
+        pairs = [item for pair in fields.items() for item in pair]
+        return _text(self._finished(args=[P, job_id, status, time.time(), self.retention, *pairs]))
+
+    def cancel(self, job_id: str) -> str:
+        return _text(self._cancel(args=[P, job_id, time.time(), self.retention]))
+
+    def note_error(self, job_id: str, error: str) -> None:
+        self.client.hset(keys.JOB + job_id, "last_error", error[:2000])
+
+    def get(self, job_id: str) -> Job | None:
+        data = _decode(self.client.hgetall(keys.JOB + job_id))
+        return Job.from_hash(data) if data.get("id") else None
+
+    def cancel_requested(self, job_id: str) -> bool:
+        return bool(self.client.hexists(keys.JOB + job_id, "cancel_requested"))
+
+    def page(
+        self,
+        status: str | None = None,
+        type: str | None = None,
+        queue: str | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> JobPage:
+        """Jobs newest first, filtered; ``cursor`` is the previous page's ``next_cursor``."""
+        wanted = {k: v for k, v in (("status", status), ("type", type), ("queue", queue)) if v}
+        out: list[Job] = []
+        last: tuple[float, str] | None = None
+        for score, job_id, job in self._scan(wanted, cursor):
+            if len(out) == limit:
+                return JobPage(out, f"{last[0]:.6f}:{last[1]}" if last else None)
+            last = (score, job_id)
+            if job is not None and all(getattr(job, k) == v for k, v in wanted.items()):
+                out.append(job)
+        return JobPage(out, None)
+
+    def _scan(
+        self, wanted: dict[str, str], cursor: str | None, batch: int = 200
+    ) -> Iterator[tuple[float, str, Job | None]]:
+        index = keys.JOBS_INDEX
+        if wanted:
+            name, value = next(iter(wanted.items()))
+            index = f"{keys.JOBS_BY}{name}:{value}"
+        top: float | str = "+inf"
+        after: str | None = None
+        if cursor:
+            score_text, _, after = cursor.partition(":")
+            top = float(score_text)
+        while True:
+            found: Any = self.client.zrevrangebyscore(
+                index, top, "-inf", start=0, num=batch, withscores=True
+            )
+            rows = [(_text(m), float(s)) for m, s in found]
+            if after is not None:
+                same = f"{float(top):.6f}"
+                rows = [(m, s) for m, s in rows if not (f"{s:.6f}" == same and m >= after)]
+            if not rows:
+                return
+            pipe = self.client.pipeline(transaction=False)
+            for member, _ in rows:
+                pipe.hgetall(keys.JOB + member)
+            stale = []
+            for (member, score), data in zip(rows, pipe.execute(), strict=True):
+                fields = _decode(data)
+                if not fields.get("id"):
+                    stale.append(member)
+                    yield score, member, None
+                else:
+                    yield score, member, Job.from_hash(fields)
+            if stale:  # their records expired: drop them from the index listed
+                self.client.zrem(index, *stale)
+            after, top = rows[-1][0], rows[-1][1]
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _decode(data: Any) -> dict[str, str]:
+    return {_text(k): _text(v) for k, v in (data or {}).items()}
+
+
+@lru_cache(maxsize=1)
+def store() -> JobStore:
+    """This process's job store."""
+    return JobStore(get_redis(), get_settings().asynq_retention.total_seconds())
+
+
+def result_json(result: Any) -> str:
+    """A result as stored in a record: JSON, or a note when it is larger than the cap."""
+    text = json.dumps(result, default=str)
+    if len(text) > keys.JOB_RESULT_MAX:
+        return json.dumps({"truncated": True, "size": len(text)})
+    return text
+
+
+def record_published(headers: dict[str, Any], body: Any, queue: str) -> None:
+    """Producer side of every publish (first run, retry, requeue): create or move the record."""
+    name = str(headers.get("task") or "")
+    job_id = headers.get("id")
+    if not name or not job_id or name.startswith("celery."):
+        return
+    retries = int(headers.get("retries") or 0)
+    eta = headers.get("eta")
+    run_at = _timestamp(eta) if eta else time.time()
+    status = "retrying" if retries else ("scheduled" if eta else "pending")
+    args, kwargs = (
+        (body[0], body[1]) if isinstance(body, list | tuple) and len(body) >= 2 else ([], {})
+    )
+    store().published(
+        str(job_id),
+        name,
+        queue,
+        status,
+        run_at,
+        retries,
+        {"args": args, "kwargs": kwargs},
+        reset=retries == 0,
+    )
+
+
+def _timestamp(iso: str) -> float:
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(iso).timestamp()
+    except (TypeError, ValueError):
+        return time.time()
+
+
+def is_cancelled() -> bool:
+    """Whether the job running in this task has been cancelled (for cooperative stops)."""
+    task = current_task
+    job_id = getattr(getattr(task, "request", None), "id", None)
+    return bool(job_id) and store().cancel_requested(str(job_id))
+
+
+def check_cancelled() -> None:
+    """Raise :class:`Cancelled` when the running job has been cancelled.
+
+    Raises:
+        Cancelled: clean up and let it propagate; the job ends ``cancelled``, never failed.
+    """
+    if is_cancelled():
+        raise Cancelled("cancelled while running")
