@@ -15,6 +15,7 @@ from kombu.exceptions import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from worker_app.api.routes import dlq, jobs, queues
+from worker_app.api.schemas import errors
 from worker_app.config import get_settings
 from worker_app.errors import WorkerAppError
 from worker_app.redis_client import get_redis
@@ -55,16 +56,16 @@ def create_app() -> FastAPI:
         title="worker_app", version="0.1.0", description="Jobs, queues and the dead-letter queue."
     )
     guarded = [Depends(require_token)]
-    api.include_router(jobs.router, prefix="/api", dependencies=guarded)
-    api.include_router(dlq.router, prefix="/api", dependencies=guarded)
-    api.include_router(queues.router, prefix="/api", dependencies=guarded)
+    common = errors(401, 422, 503)
+    for router in (jobs.router, dlq.router, queues.router):
+        api.include_router(router, prefix="/api", dependencies=guarded, responses=common)
 
     @api.get("/health", tags=["probes"])
     def health() -> dict[str, str]:
         """Liveness: the process answers."""
         return {"status": "ok"}
 
-    @api.get("/ready", tags=["probes"], responses={503: {"description": "Redis is unreachable"}})
+    @api.get("/ready", tags=["probes"], responses=errors(503))
     def ready() -> dict[str, str]:
         """Readiness: Redis answers."""
         get_redis().ping()
@@ -81,6 +82,8 @@ def create_app() -> FastAPI:
 
     @api.exception_handler(StarletteHTTPException)
     def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # a body that is not even text: bad input like any other
+            return _error(422, "invalid request", errors=[f"body: {exc.detail}"])
         return _error(exc.status_code, str(exc.detail))
 
     @api.exception_handler(redis.RedisError)

@@ -17,6 +17,25 @@ Reason = Literal[
 ]
 
 
+class ErrorOut(BaseModel):
+    """Every error answer: a message, and the field errors of a 422."""
+
+    error: str
+    errors: list[str] = Field(default_factory=list)
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for these error statuses, all with :class:`ErrorOut` bodies."""
+    text = {
+        401: "Missing or wrong bearer token",
+        404: "No such id",
+        409: "Not allowed in this state",
+        422: "Invalid input",
+        503: "Redis is unreachable",
+    }
+    return {status: {"model": ErrorOut, "description": text[status]} for status in statuses}
+
+
 class JobIn(BaseModel):
     """A job to enqueue."""
 

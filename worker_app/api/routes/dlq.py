@@ -14,12 +14,13 @@ from worker_app.api.schemas import (
     DlqPageOut,
     Reason,
     RequeueIn,
+    errors,
 )
 
 router = APIRouter(tags=["dead-letter queue"])
 ACTOR = "api"
-NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such entry"}}
-NO_FILTER: dict[int | str, dict[str, Any]] = {409: {"description": "No filter given"}}
+NOT_FOUND = errors(404)
+NO_FILTER = errors(409)
 
 
 def _entry(task_id: str) -> dlq.Entry:

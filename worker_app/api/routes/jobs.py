@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import threading
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query
 
 from worker_app import dlq, jobs
-from worker_app.api.schemas import JobIn, JobOut, JobPageOut, Status
+from worker_app.api.schemas import JobIn, JobOut, JobPageOut, Status, errors
 from worker_app.celery import app as celery_app
 from worker_app.client import enqueue, get_task
 
 router = APIRouter(tags=["jobs"])
 #: Seconds an active job gets to stop by itself (``is_cancelled()``) before it is terminated.
 CANCEL_GRACE = 2.0
-RESPONSES: dict[int | str, dict[str, Any]] = {
-    404: {"description": "No such job"},
-    409: {"description": "Not allowed in this state"},
-}
+RESPONSES = errors(404, 409)
 
 
 def _job(job_id: str) -> jobs.Job:
@@ -34,9 +31,7 @@ def _out(job: jobs.Job) -> JobOut:
     return JobOut(**job.as_dict())
 
 
-@router.post(
-    "/jobs", status_code=202, response_model=JobOut, responses={422: {"description": "Invalid"}}
-)
+@router.post("/jobs", status_code=202, response_model=JobOut, responses=errors(422))
 def create_job(body: JobIn) -> JobOut:
     """Validate the payload against the task's model and enqueue the job."""
     job_id = enqueue(body.type, body.payload, queue=body.queue, countdown=body.delay)
