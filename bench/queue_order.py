@@ -61,24 +61,38 @@ def wait(condition: Any, timeout: float = 300) -> None:
         time.sleep(0.01)
 
 
-def drain_rate(server: RedisServer, mode: dict[str, str], jobs: int, workdir: Path) -> float:
-    """Jobs per second a 2-slot worker drains from pre-loaded queues."""
+def total_commands(client: Any) -> int:
+    """Commands Redis has run, from ``INFO commandstats`` (scripts' inner calls included)."""
+    stats = client.info("commandstats")
+    return sum(int(v["calls"]) for k, v in stats.items() if k.startswith("cmdstat_"))
+
+
+def drain_rate(
+    server: RedisServer, mode: dict[str, str], jobs: int, workdir: Path
+) -> tuple[float, float, float]:
+    """Jobs per second a 2-slot worker drains from pre-loaded queues, and the Redis commands
+    per job spent enqueueing and working."""
     client = tasks._redis()
     client.flushdb()
     queues = [item.split(":")[0] for item in mode["ASYNQ_QUEUES"].split(",")]
+    before = total_commands(client)
     with app.producer_or_acquire() as producer:
         for i in range(jobs):
             tasks.noop.apply_async(queue=queues[i % len(queues)], producer=producer)
+    enqueued = total_commands(client)
     env = {**os.environ, **mode, "PYTHONPATH": str(ROOT), "REDIS_URL": server.url}
     proc = start_worker(env, workdir / "worker.log")
     try:
         wait(lambda: int(client.get("bench:done") or 0) >= 1)
         started, first = time.perf_counter(), int(client.get("bench:done") or 0)
         wait(lambda: int(client.get("bench:done") or 0) >= jobs)
-        return (jobs - first) / (time.perf_counter() - started)
+        rate = (jobs - first) / (time.perf_counter() - started)
+        # The task body's own INCR/GET polling is the benchmark's, not the product's.
+        worked = total_commands(client)
     finally:
         proc.terminate()
         proc.wait()
+    return rate, (enqueued - before) / jobs, (worked - enqueued) / jobs
 
 
 def tree_cpu_seconds(pid: int) -> float:
@@ -136,9 +150,12 @@ def main() -> None:
         reconfigure(app, get_settings())
         try:
             rates: dict[str, list[float]] = {name: [] for name in MODES}
+            commands: dict[str, tuple[float, float]] = {}
             for _ in range(reps):  # interleaved, so drift on a shared machine hits every mode
                 for name, mode in MODES.items():
-                    rates[name].append(drain_rate(server, mode, jobs, workdir))
+                    rate, enqueue_cmds, work_cmds = drain_rate(server, mode, jobs, workdir)
+                    rates[name].append(rate)
+                    commands[name] = (enqueue_cmds, work_cmds)
             latency = idle_and_pickup(
                 server, workdir, 5 if args.quick else 20, 10 if args.quick else 30
             )
@@ -146,7 +163,10 @@ def main() -> None:
             server.stop()
     base = statistics.median(rates["single queue"])
     result: dict[str, Any] = {"jobs": jobs, "repetitions": reps, "drain": {}, **latency}
-    print(f"{'mode':<16} {'jobs/s (median)':>16} {'spread':>14} {'vs single':>10}")
+    print(
+        f"{'mode':<16} {'jobs/s (median)':>16} {'spread':>14} {'vs single':>10} "
+        f"{'cmds/job enqueue':>17} {'cmds/job worker':>16}"
+    )
     for name, values in rates.items():
         median = statistics.median(values)
         result["drain"][name] = {
@@ -156,7 +176,12 @@ def main() -> None:
             "ratio_to_single": median / base,
         }
         spread = f"{min(values):.0f}-{max(values):.0f}"
-        print(f"{name:<16} {median:>16.0f} {spread:>14} {median / base:>9.2f}x")
+        enq, work = commands[name]
+        result["drain"][name]["commands_per_job"] = {"enqueue": enq, "worker": work}
+        print(
+            f"{name:<16} {median:>16.0f} {spread:>14} {median / base:>9.2f}x "
+            f"{enq:>17.1f} {work:>16.1f}"
+        )
     print(
         f"idle worker CPU: {latency['idle_cpu_percent']:.2f}% of a core; pick-up of a new low job: "
         f"p50 {latency['pickup_ms_p50']:.1f} ms, max {latency['pickup_ms_max']:.1f} ms"
