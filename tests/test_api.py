@@ -44,7 +44,7 @@ def test_every_api_route_needs_the_token_and_health_does_not(api: ApiServer) -> 
         url = api.url + path.replace("{job_id}", "x").replace("{task_id}", "x")
         for method in methods:
             answer = httpx.request(method.upper(), url, json={}, timeout=10)
-            if path.startswith("/api"):
+            if path.startswith("/api") or path == "/metrics":
                 assert answer.status_code == 401, (method, path)
                 assert answer.json() == {"error": "missing or wrong bearer token"}
             else:
@@ -159,3 +159,18 @@ def test_queues_and_probes(worker: Worker, http: httpx.Client) -> None:
     assert any(w.startswith("test-") for w in body["workers"])
     assert http.get("/health").json() == {"status": "ok"}
     assert http.get("/ready").json() == {"status": "ready"}
+
+
+def test_metrics_show_queues_dead_letters_and_jobs(worker: Worker, http: httpx.Client) -> None:
+    text = http.get("/metrics").text
+    for line in (
+        'worker_app_queue_ready{queue="critical"}',
+        'worker_app_dead_letters{reason="poison_pill"}',
+        'worker_app_jobs{status="succeeded"}',
+        "worker_app_workers_online",
+    ):
+        assert line in text
+    succeeded = next(
+        row for row in text.splitlines() if row.startswith('worker_app_jobs{status="succeeded"}')
+    )
+    assert float(succeeded.split()[-1]) >= 1

@@ -9,15 +9,17 @@ from typing import Any
 import redis
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from kombu.exceptions import OperationalError
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from worker_app.api.routes import dlq, jobs, queues
 from worker_app.api.schemas import errors
 from worker_app.config import get_settings
 from worker_app.errors import WorkerAppError
+from worker_app.metrics import registry
 from worker_app.redis_client import get_redis
 
 logger = logging.getLogger(__name__)
@@ -53,12 +55,21 @@ def create_app() -> FastAPI:
     if settings.api_token is None:
         logger.warning("API_TOKEN is not set: the job API accepts requests without a token")
     api = FastAPI(
-        title="worker_app", version="0.1.0", description="Jobs, queues and the dead-letter queue."
+        title="worker_app",
+        version="0.1.0",
+        description="Jobs, queues and the dead-letter queue.",
     )
     guarded = [Depends(require_token)]
     common = errors(401, 422, 503)
     for router in (jobs.router, dlq.router, queues.router):
         api.include_router(router, prefix="/api", dependencies=guarded, responses=common)
+    _add_probes(api, guarded)
+    _add_error_handlers(api)
+    return api
+
+
+def _add_probes(api: FastAPI, guarded: list[Any]) -> None:
+    metrics_registry = registry()
 
     @api.get("/health", tags=["probes"])
     def health() -> dict[str, str]:
@@ -71,6 +82,18 @@ def create_app() -> FastAPI:
         get_redis().ping()
         return {"status": "ready"}
 
+    @api.get(
+        "/metrics",
+        tags=["probes"],
+        dependencies=guarded,
+        responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}, **errors(401, 503)},
+    )
+    def metrics() -> Response:
+        """Prometheus: queue depths, dead letters by reason, jobs by status, workers online."""
+        return Response(generate_latest(metrics_registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def _add_error_handlers(api: FastAPI) -> None:
     @api.exception_handler(ApiError)
     def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         return _error(exc.status, str(exc), **exc.details)
@@ -101,5 +124,3 @@ def create_app() -> FastAPI:
     def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         logger.exception("unexpected error")
         return _error(500, "internal error; see the API's log")
-
-    return api
