@@ -18,4 +18,6 @@ COPY worker_app ./worker_app
 RUN uv sync --frozen --no-dev && chown -R app:app /app
 
 USER app
+# The worker's probe; the web and flower services override it in docker-compose.yml.
+HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 CMD ["worker-app", "health"]
 CMD ["celery", "-A", "worker_app", "worker", "-Q", "critical,default,low"]

@@ -95,7 +95,15 @@ class Worker:
         self.env = env
         self.queues = queues
         self.concurrency = concurrency
+        self.name = f"test-{uuid.uuid4().hex[:8]}"
         self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def node(self) -> str:
+        """The worker's node name, as Celery expands ``-n name@%h``."""
+        import socket
+
+        return f"{self.name}@{socket.gethostname()}"
 
     def start(self, timeout: float = 60.0) -> Worker:
         argv = [
@@ -108,7 +116,7 @@ class Worker:
             "-Q",
             self.queues,
             "-n",
-            f"test-{uuid.uuid4().hex[:8]}@%h",
+            f"{self.name}@%h",
             "--without-mingle",
             "--without-gossip",
             *(["--concurrency", str(self.concurrency)] if self.concurrency else []),

@@ -111,6 +111,12 @@ def test_procfile_runs_the_same_commands_as_compose() -> None:
         assert shlex.split(line) == command_of(services[name])
 
 
+def test_the_worker_probes_are_worker_app_health() -> None:
+    assert compose()["services"]["worker"]["healthcheck"]["test"] == ["CMD", "worker-app", "health"]
+    assert "HEALTHCHECK" in (ROOT / "Dockerfile").read_text()
+    assert '["worker-app", "health"]' in (ROOT / "Dockerfile").read_text()
+
+
 def test_dockerfile_installs_from_the_lock_file_and_runs_as_a_user() -> None:
     text = (ROOT / "Dockerfile").read_text()
     assert "uv sync --frozen --no-dev" in text

@@ -1,12 +1,18 @@
 """worker_app: a hardened Celery application on Redis.
 
-``celery -A worker_app worker`` finds :data:`app` here.
+``celery -A worker_app worker`` finds :data:`app` here. The names load on first use, so light
+entry points (``worker-app health``) never build the Celery app.
 """
 
-from worker_app import tasks  # noqa: F401,I001  - registers the tasks for producers too
-from worker_app.celery import app
-from worker_app.client import enqueue, enqueue_critical, enqueue_default, enqueue_low
-from worker_app.config import Settings, get_settings
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from worker_app.celery import app
+    from worker_app.client import enqueue, enqueue_critical, enqueue_default, enqueue_low
+    from worker_app.config import Settings, get_settings
 
 __all__ = [
     "app",
@@ -17,3 +23,22 @@ __all__ = [
     "Settings",
     "get_settings",
 ]
+
+_HOMES = {
+    "app": "worker_app.celery",
+    "enqueue": "worker_app.client",
+    "enqueue_critical": "worker_app.client",
+    "enqueue_default": "worker_app.client",
+    "enqueue_low": "worker_app.client",
+    "Settings": "worker_app.config",
+    "get_settings": "worker_app.config",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'worker_app' has no attribute {name!r}")
+    if name == "app":
+        import_module("worker_app.tasks")  # producers see every task, as workers do
+    return getattr(import_module(home), name)

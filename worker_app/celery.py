@@ -10,16 +10,12 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from worker_app.config import ConfigError, Settings, get_settings, sentinel_master
+from worker_app.redis_client import HEALTH_CHECK_INTERVAL, SOCKET_CONNECT_TIMEOUT, SOCKET_TIMEOUT
 
 # A message stays invisible to other workers this long after it was fetched, beyond the longest
 # an attempt may run plus the time a stopping worker lets it finish: only then can a lost
 # worker's message be handed out again without a live worker still running it.
 VISIBILITY_MARGIN = 60.0
-# Fail fast instead of blocking forever on a half-open connection (celery #2906). BRPOP waits
-# at most 1 s on the server, so 10 s of silence means the connection is gone.
-SOCKET_TIMEOUT = 10.0
-SOCKET_CONNECT_TIMEOUT = 5.0
-HEALTH_CHECK_INTERVAL = 25
 # The soft time limit fires this share of the hard limit earlier (at most 30 s), so the task can
 # be retried cleanly before the pool kills it.
 SOFT_LIMIT_SHARE = 0.1
@@ -137,6 +133,9 @@ def create_app(settings: Settings) -> Celery:
     """Build the worker_app Celery application from ``settings``."""
     celery_app = Celery("worker_app", task_cls="worker_app.base:BaseTask")
     celery_app.conf.update(celery_config(settings))
+    from worker_app.worker_steps import Heartbeat, StatsLine
+
+    celery_app.steps["worker"].update({Heartbeat, StatsLine})
     return celery_app
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from worker_app.config import get_settings
+from worker_app.config import ConfigError, get_settings
 from worker_app.errors import WorkerAppError
 
 
@@ -67,6 +67,18 @@ def enqueue_command(task: str, payload: str, queue: str | None, countdown: float
         _fail(str(exc))
     except OperationalError as exc:
         _fail(f"Redis is unreachable: {exc}")
+
+
+@cli.command("health")
+@click.option("--node", default=None, help="Worker node name (default: celery@<this host>).")
+@click.option("--any", "any_worker", is_flag=True, help="Healthy if any worker beats.")
+def health_command(node: str | None, any_worker: bool) -> None:
+    """Exit 0 while the worker's heartbeat is fresh, 1 with the reason otherwise."""
+    from worker_app.health import check, default_node
+
+    ok, message = check(None if any_worker else (node or default_node()))
+    click.echo(message, err=not ok)
+    sys.exit(0 if ok else 1)
 
 
 @cli.command("queues")
@@ -198,5 +210,10 @@ _add_subcommands()
 
 def main(argv: list[str] | None = None) -> Any:
     """Entry point of the ``worker-app`` console script."""
-    # Importing worker_app already checked the settings: a bad value never gets this far.
-    return cli.main(args=argv, prog_name="worker-app")
+    try:
+        get_settings()  # a bad value stops here, before anything connects
+        return cli.main(args=argv, prog_name="worker-app")
+    except ConfigError as exc:
+        for line in exc.lines:
+            click.echo(f"configuration error: {line}", err=True)
+        sys.exit(1)

@@ -6,7 +6,14 @@ from typing import Any
 
 from celery.worker.consumer import Consumer as CeleryConsumer
 
-from worker_app.poison import dead_letter, message_entry
+from worker_app.poison import dead_letter as _dead_letter
+from worker_app.poison import message_entry
+from worker_app.stats import COUNTERS
+
+
+def dead_letter(entry: Any) -> None:
+    COUNTERS.dead_lettered += 1
+    _dead_letter(entry)
 
 
 class NotACeleryMessage(ValueError):

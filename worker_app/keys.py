@@ -45,3 +45,6 @@ JOB_RESULT_MAX = 64 * 1024
 #: STRING per worker hostname, refreshed by its heartbeat; its TTL says when it counts as gone.
 WORKER = f"{PREFIX}:worker:"
 WORKER_TTL = 30
+#: STRING per worker node name: Unix time of its last heartbeat, written every
+#: ASYNQ_HEALTH_CHECK_INTERVAL; stale after two intervals, gone after three.
+HEARTBEAT = f"{PREFIX}:heartbeat:"

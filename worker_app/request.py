@@ -9,12 +9,15 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery.exceptions import TimeLimitExceeded
+from billiard.einfo import ExceptionWithTraceback  # type: ignore[attr-defined]
+from billiard.exceptions import WorkerLostError
+from celery.exceptions import Ignore, Reject, Retry, Terminated, TimeLimitExceeded
 from celery.worker.request import Request as CeleryRequest
 from celery.worker.state import task_ready
 
 from worker_app import keys
 from worker_app.redis_client import get_redis
+from worker_app.stats import COUNTERS
 
 logger = logging.getLogger(__name__)
 
@@ -26,12 +29,30 @@ class Request(CeleryRequest):
     _context: Any
     task: Any
 
+    def on_failure(
+        self, exc_info: Any, send_failed_event: bool = True, return_ok: bool = False
+    ) -> Any:
+        exc = exc_info.exception
+        exc = exc.exc if isinstance(exc, ExceptionWithTraceback) else exc
+        if isinstance(exc, Retry):
+            COUNTERS.retried += 1
+        elif isinstance(exc, Ignore | Terminated):
+            COUNTERS.cancelled += 1
+        elif isinstance(exc, WorkerLostError | Reject):  # back on the queue
+            COUNTERS.requeued += 1
+        else:
+            COUNTERS.failed += 1
+            COUNTERS.dead_lettered += 1
+        return super().on_failure(exc_info, send_failed_event, return_ok)
+
     def on_timeout(self, soft: bool, timeout: float) -> None:
         if soft:
             return super().on_timeout(soft, timeout)
         retries = int(self._context.retries or 0)
         limit = self.task.retry_limit()
         if retries >= limit:
+            COUNTERS.failed += 1
+            COUNTERS.dead_lettered += 1
             # Exhausted: Celery marks the failure and calls on_failure, which dead-letters it.
             self.task.request_stack.push(self._context)
             try:
@@ -39,6 +60,7 @@ class Request(CeleryRequest):
             finally:
                 self.task.request_stack.pop()
         task_ready(self)
+        COUNTERS.retried += 1
         # The pool killed it for its time, not because it crashed: not a poison-pill death.
         get_redis().delete(keys.DEATHS + self.id)
         delay, bound = self.task.retry_delay(retries)
