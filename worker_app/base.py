@@ -12,7 +12,7 @@ import logging
 import random
 import time
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from celery import Task
@@ -38,9 +38,6 @@ from worker_app.redis_client import get_redis
 
 logger = logging.getLogger(__name__)
 
-# Message header set on the first publish of a job and kept across retries and requeues.
-FIRST_ENQUEUED = "x-first-enqueued-at"
-
 #: Starts without an end, in a row, after which a job is a poison pill.
 POISON_DEATHS = 3
 
@@ -59,6 +56,23 @@ def _float(value: object) -> float | None:
         return float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return None
+
+
+def _queue(request: Any) -> str:
+    return str((request.delivery_info or {}).get("routing_key") or "")
+
+
+def _waited(request: Any) -> float | None:
+    """Seconds from when the job was due (published, or its ETA) to now."""
+    headers = request.headers or {}
+    due = _float(headers.get(keys.PUBLISHED_AT))
+    if request.eta:
+        eta = request.eta if isinstance(request.eta, str) else str(request.eta)
+        try:
+            due = datetime.fromisoformat(eta).timestamp()
+        except ValueError:
+            pass
+    return None if due is None else max(0.0, time.time() - due)
 
 
 def backoff_bound(attempt: int, base: float, cap: float) -> float:
@@ -148,7 +162,7 @@ class BaseTask(Task[Any, Any]):
             payload = validate_payload(self.payload_model, args or (), kwargs or {})
             args, kwargs = (), payload.model_dump(mode="json")
         headers = options["headers"] = dict(options.get("headers") or {})
-        headers.setdefault(FIRST_ENQUEUED, time.time())
+        headers.setdefault(keys.FIRST_ENQUEUED_AT, time.time())
         try:
             return super().apply_async(args, kwargs, task_id, **options)
         except OperationalError as exc:
@@ -184,7 +198,16 @@ class BaseTask(Task[Any, Any]):
         job_id = str(request.id)
         records = jobs.store()
         # One round trip marks the job active and tells whether it was cancelled meanwhile.
-        if records.started(job_id, request.retries + 1, str(request.hostname or "")) == "cancelled":
+        if (
+            records.started(
+                job_id,
+                request.retries + 1,
+                str(request.hostname or ""),
+                _queue(request),
+                _waited(request),
+            )
+            == "cancelled"
+        ):
             logger.info("not run: the job was cancelled before it started")
             raise Ignore()
         try:
@@ -254,7 +277,7 @@ class BaseTask(Task[Any, Any]):
                 exc_message=str(exc),
                 traceback=str(einfo) if einfo is not None else "",
                 attempts=request.retries + 1,
-                first_enqueued_at=_float(headers.get(FIRST_ENQUEUED)),
+                first_enqueued_at=_float(headers.get(keys.FIRST_ENQUEUED_AT)),
                 hostname=str(request.hostname or ""),
             )
         )

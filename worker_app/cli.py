@@ -98,12 +98,14 @@ def queues_command(as_json: bool) -> None:
         click.echo(json.dumps([queue.as_dict() for queue in stats], indent=2))
         return
     click.echo(
-        f"{'QUEUE':<16} {'WEIGHT':>6} {'SHARE':>6} {'READY':>8} {'SCHEDULED':>9} {'UNACKED':>8}"
+        f"{'QUEUE':<16} {'WEIGHT':>6} {'SHARE':>6} {'READY':>8} {'SCHEDULED':>9} {'UNACKED':>8} "
+        f"{'OLDEST':>9}"
     )
     for q in stats:
-        share = f"{q.share:.1f}%"
+        share, oldest = f"{q.share:.1f}%", f"{q.oldest_age:.1f}s"
         click.echo(
-            f"{q.name:<16} {q.weight:>6} {share:>6} {q.ready:>8} {q.scheduled:>9} {q.unacked:>8}"
+            f"{q.name:<16} {q.weight:>6} {share:>6} {q.ready:>8} {q.scheduled:>9} {q.unacked:>8} "
+            f"{oldest:>9}"
         )
     if get_settings().asynq_strict_priority:
         click.echo(

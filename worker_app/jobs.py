@@ -63,14 +63,21 @@ return old or ''
 """
 )
 
-# ARGV: prefix, id, now, attempt, hostname. Returns the status before: 'cancelled' means
-# do not run.
+# ARGV: prefix, id, now, attempt, hostname, queue, waited seconds ('' unknown), its bucket.
+# Returns the status before: 'cancelled' means do not run.
 _STARTED = (
     _MOVE
     + """
 local key = ARGV[1] .. 'job:' .. ARGV[2]
 local old = redis.call('HGET', key, 'status')
-if not old or old == 'cancelled' then return old or '' end
+if old == 'cancelled' then return old end
+if ARGV[7] ~= '' then
+  local wait = ARGV[1] .. 'wait:' .. ARGV[6]
+  redis.call('HINCRBY', wait, ARGV[8], 1)
+  redis.call('HINCRBY', wait, 'count', 1)
+  redis.call('HINCRBYFLOAT', wait, 'sum', ARGV[7])
+end
+if not old then return '' end
 redis.call('HSET', key, 'status', 'active', 'started_at', ARGV[3], 'updated_at', ARGV[3],
   'attempts', ARGV[4], 'worker', ARGV[5])
 move(ARGV[2], old, 'active', redis.call('HGET', key, 'created_at'))
@@ -206,8 +213,27 @@ class JobStore:
             )
         )
 
-    def started(self, job_id: str, attempt: int, hostname: str) -> str:
-        return _text(self._started(args=[P, job_id, time.time(), attempt, hostname]))
+    def started(
+        self, job_id: str, attempt: int, hostname: str, queue: str = "", waited: float | None = None
+    ) -> str:
+        """Mark the job active (and count its wait); returns its status before."""
+        bucket = next(
+            (str(b) for b in keys.WAIT_BUCKETS if waited is not None and waited <= b), "+Inf"
+        )
+        return _text(
+            self._started(
+                args=[
+                    P,
+                    job_id,
+                    time.time(),
+                    attempt,
+                    hostname,
+                    queue or "unknown",
+                    "" if waited is None else f"{waited:.6f}",
+                    bucket,
+                ]
+            )
+        )
 
     def finished(self, job_id: str, status: str, **fields: str) -> str:
         pairs = [item for pair in fields.items() for item in pair]
@@ -314,6 +340,7 @@ def record_published(headers: dict[str, Any], body: Any, queue: str) -> None:
     job_id = headers.get("id")
     if not name or not job_id or name.startswith("celery."):
         return
+    headers[keys.PUBLISHED_AT] = time.time()  # the message carries it: queue age, wait time
     retries = int(headers.get("retries") or 0)
     eta = headers.get("eta")
     run_at = _timestamp(eta) if eta else time.time()

@@ -48,3 +48,14 @@ WORKER_TTL = 30
 #: STRING per worker node name: Unix time of its last heartbeat, written every
 #: ASYNQ_HEALTH_CHECK_INTERVAL; stale after two intervals, gone after three.
 HEARTBEAT = f"{PREFIX}:heartbeat:"
+#: HASH per queue: how long jobs waited from due (published, or ETA) to start, as counts per
+#: histogram bucket (upper bounds in seconds, plus "+Inf"), with "sum" and "count"; written by
+#: the script that marks a job active, so it costs no extra round trip.
+WAIT = f"{PREFIX}:wait:"
+WAIT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+
+# Message headers --------------------------------------------------------------------------
+#: Unix time of this publish (every publish: first run, retry, requeue): queue age, wait time.
+PUBLISHED_AT = "x-published-at"
+#: Unix time of the job's first publish, kept across retries: the dead-letter entry shows it.
+FIRST_ENQUEUED_AT = "x-first-enqueued-at"

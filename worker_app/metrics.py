@@ -6,8 +6,14 @@ Read from Redis at scrape time, so every API replica reports the same numbers.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
-from prometheus_client.core import CollectorRegistry, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CollectorRegistry,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from worker_app import dlq, jobs, keys
@@ -27,11 +33,19 @@ class StateCollector(Collector):
         scheduled = GaugeMetricFamily(
             "worker_app_queue_scheduled", "Fetched messages waiting for their ETA", labels=["queue"]
         )
-        for q in queue_stats(client):
+        oldest = GaugeMetricFamily(
+            "worker_app_queue_oldest_age_seconds",
+            "How long the oldest waiting message has waited (0: empty)",
+            labels=["queue"],
+        )
+        stats = queue_stats(client)
+        for q in stats:
             ready.add_metric([q.name], q.ready)
             unacked.add_metric([q.name], q.unacked)
             scheduled.add_metric([q.name], q.scheduled)
-        yield from (ready, unacked, scheduled)
+            oldest.add_metric([q.name], q.oldest_age)
+        yield from (ready, unacked, scheduled, oldest)
+        yield self._waits(client, [q.name for q in stats])
 
         store = dlq.store()
         dead = GaugeMetricFamily(
@@ -57,6 +71,29 @@ class StateCollector(Collector):
         workers = GaugeMetricFamily("worker_app_workers_online", "Workers with a fresh heartbeat")
         workers.add_metric([], sum(1 for _ in client.scan_iter(f"{keys.WORKER}*", count=500)))
         yield workers
+
+    @staticmethod
+    def _waits(client: Any, queues: list[str]) -> Metric:
+        """Seconds from due to start, per queue, as Prometheus histograms (cumulative)."""
+        family = HistogramMetricFamily(
+            "worker_app_wait_seconds", "Time from due (published or ETA) to start", labels=["queue"]
+        )
+        pipe = client.pipeline(transaction=False)
+        for name in queues:
+            pipe.hgetall(keys.WAIT + name)
+        for name, raw in zip(queues, pipe.execute(), strict=True):
+            data = {_text(k): float(v) for k, v in raw.items()}
+            running = 0.0
+            buckets = []
+            for bound in (*keys.WAIT_BUCKETS, "+Inf"):
+                running += data.get(str(bound), 0.0)
+                buckets.append((str(bound), running))
+            family.add_metric([name], buckets, sum_value=data.get("sum", 0.0))
+        return family
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def registry() -> CollectorRegistry:

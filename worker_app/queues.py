@@ -13,6 +13,7 @@ from typing import Any
 import redis
 from celery import current_app
 
+from worker_app import keys
 from worker_app.config import get_settings
 from worker_app.errors import UnknownQueue
 
@@ -126,6 +127,8 @@ class QueueStats:
     scheduled: int
     #: Fetched messages not yet acknowledged (running, reserved or scheduled).
     unacked: int
+    #: Seconds the oldest ready message has waited (0 when the queue is empty).
+    oldest_age: float
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -140,8 +143,12 @@ def queue_stats(client: redis.Redis) -> list[QueueStats]:
         pipe.llen(name)
         for step in KOMBU_PRIORITY_STEPS:
             pipe.llen(f"{name}{KOMBU_SEP}{step}")
-    lengths = pipe.execute()
+    for name in weights:
+        pipe.lindex(name, -1)  # LPUSH in, BRPOP out: the oldest is at the tail
+    replies = pipe.execute()
     per_queue = 1 + len(KOMBU_PRIORITY_STEPS)
+    lengths, oldest = replies[: -len(weights)], replies[-len(weights) :]
+    now = time.time()
     unacked, scheduled = _in_flight(client)
     return [
         QueueStats(
@@ -151,6 +158,7 @@ def queue_stats(client: redis.Redis) -> list[QueueStats]:
             ready=sum(lengths[i * per_queue : (i + 1) * per_queue]),
             scheduled=scheduled.get(name, 0),
             unacked=unacked.get(name, 0),
+            oldest_age=_age(oldest[i], now),
         )
         for i, (name, weight) in enumerate(weights.items())
     ]
@@ -171,6 +179,17 @@ def _in_flight(client: redis.Redis) -> tuple[dict[str, int], dict[str, int]]:
         if eta and _timestamp(eta) > now:
             scheduled[queue] = scheduled.get(queue, 0) + 1
     return unacked, scheduled
+
+
+def _age(raw: Any, now: float) -> float:
+    """Seconds since the message ``raw`` (a kombu envelope) was published; 0 if unknown."""
+    if not raw:
+        return 0.0
+    try:
+        published = float(json.loads(raw)["headers"][keys.PUBLISHED_AT])
+    except (ValueError, TypeError, KeyError):
+        return 0.0
+    return round(max(0.0, now - published), 3)
 
 
 def _timestamp(iso: str) -> float:
