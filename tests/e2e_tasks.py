@@ -6,6 +6,7 @@ Each records its attempts in the suite's private Redis, so tests can see what re
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from functools import cache
@@ -127,3 +128,12 @@ def sleepy(self: Any, key: str, seconds: float, cooperative: bool = False) -> st
             check_cancelled()
         time.sleep(0.1)
     return "done"
+
+
+@app.task(name="e2e.chatty")
+def chatty(key: str, lines: int) -> None:
+    """Log through a plain module logger, slowly, so two of these interleave in the log."""
+    log = logging.getLogger(__name__)
+    for n in range(lines):
+        log.info("chatty %s line %d", key, n)
+        time.sleep(0.02)

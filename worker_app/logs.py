@@ -15,6 +15,7 @@ from typing import Any
 from pythonjsonlogger.core import RESERVED_ATTRS
 
 from worker_app.config import Settings
+from worker_app.tracing import current_trace_id
 
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s%(job)s %(message)s"
 JSON_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
@@ -28,6 +29,7 @@ class JobContext:
     task_name: str
     queue: str
     attempt: int
+    trace_id: str = ""
 
 
 _current_job: ContextVar[JobContext | None] = ContextVar("worker_app_job", default=None)
@@ -55,12 +57,21 @@ class JobContextFilter(logging.Filter):
         job = _current_job.get()
         if job is None:
             record.job = ""
+            trace_id = current_trace_id()
+            if trace_id:
+                record.trace_id = trace_id
             return True
         record.task_id = job.task_id
         record.task_name = job.task_name
         record.queue = job.queue
         record.attempt = job.attempt
-        record.job = f" [{job.task_name} {job.task_id} queue={job.queue} attempt={job.attempt}]"
+        # The publisher's trace (from the message), else the trace the worker's span started.
+        trace_id = job.trace_id or current_trace_id()
+        record.trace_id = trace_id
+        trace = f" trace={trace_id}" if trace_id else ""
+        record.job = (
+            f" [{job.task_name} {job.task_id} queue={job.queue} attempt={job.attempt}{trace}]"
+        )
         return True
 
 

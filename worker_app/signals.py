@@ -16,12 +16,14 @@ from celery.signals import (
     task_postrun,
     task_prerun,
     task_revoked,
+    worker_process_init,
 )
 
-from worker_app import jobs, keys
+from worker_app import jobs, keys, tracing
 from worker_app.config import get_settings
 from worker_app.logs import JobContext, bind_job, clear_job, configure_logging
 from worker_app.queues import check_worker_queues
+from worker_app.tracing import trace_id_of
 
 
 @celeryd_init.connect
@@ -46,6 +48,7 @@ def _on_task_prerun(task_id: str, task: Any, **_: Any) -> None:
             task_name=task.name,
             queue=str(delivery.get("routing_key") or ""),
             attempt=request.retries + 1,
+            trace_id=trace_id_of(request.headers),
         )
     )
 
@@ -73,3 +76,9 @@ def _on_heartbeat(sender: Any = None, **_: Any) -> None:
     from worker_app.redis_client import get_redis
 
     get_redis().set(keys.WORKER + str(hostname), "1", ex=keys.WORKER_TTL)
+
+
+@worker_process_init.connect
+def _on_pool_process(**_: Any) -> None:
+    # After fork: a tracer provider's exporter threads do not survive it.
+    tracing.setup()
