@@ -59,3 +59,15 @@ def test_unknown_queues_tasks_and_serializers_are_refused(empty_queues: redis.Re
     with pytest.raises(UnsafeSerializer):
         e2e_tasks.record.apply_async(kwargs={"key": "k", "value": 1}, serializer="pickle")
     assert depths(empty_queues) == [0, 0, 0]
+
+
+def test_publishing_is_logged_once_on_the_producer_side(
+    empty_queues: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="worker_app.jobs"):
+        task_id = enqueue("maintenance.cleanup", {"older_than_days": 9}, countdown=30)
+    lines = [r.getMessage() for r in caplog.records if task_id in r.getMessage()]
+    assert len(lines) == 1
+    assert lines[0].startswith(f"published maintenance.cleanup[{task_id}] queue=low attempt=1 eta=")

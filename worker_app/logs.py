@@ -75,6 +75,18 @@ class JobContextFilter(logging.Filter):
         return True
 
 
+class CeleryDuplicates(logging.Filter):
+    """Drops Celery's own retry and failure lines: worker_app logs each of those events once,
+    with more (delay and bound, reason and attempts)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name != "celery.app.trace":
+            return True
+        from celery.app import trace
+
+        return record.msg not in (trace.LOG_RETRY, trace.LOG_FAILURE)
+
+
 def logging_config(settings: Settings) -> dict[str, Any]:
     """The ``dictConfig`` for ``settings``: one stderr handler for every logger."""
     level = (settings.log_level or "info").upper()
@@ -91,13 +103,13 @@ def logging_config(settings: Settings) -> dict[str, Any]:
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"job": {"()": JobContextFilter}},
+        "filters": {"job": {"()": JobContextFilter}, "once": {"()": CeleryDuplicates}},
         "formatters": {"main": formatter},
         "handlers": {
             "stderr": {
                 "class": "logging.StreamHandler",
                 "formatter": "main",
-                "filters": ["job"],
+                "filters": ["once", "job"],
                 "stream": "ext://sys.stderr",
             }
         },

@@ -15,11 +15,12 @@ from celery.signals import (
     setup_logging,
     task_postrun,
     task_prerun,
+    task_rejected,
     task_revoked,
     worker_process_init,
 )
 
-from worker_app import jobs, keys, tracing
+from worker_app import jobs, keys, lifecycle, tracing
 from worker_app.config import get_settings
 from worker_app.logs import JobContext, bind_job, clear_job, configure_logging
 from worker_app.queues import check_worker_queues
@@ -51,6 +52,7 @@ def _on_task_prerun(task_id: str, task: Any, **_: Any) -> None:
             trace_id=trace_id_of(request.headers),
         )
     )
+    lifecycle.started()
 
 
 @task_postrun.connect
@@ -61,6 +63,12 @@ def _on_task_postrun(**_: Any) -> None:
 @before_task_publish.connect
 def _on_publish(headers: dict[str, Any], body: Any, routing_key: str = "", **_: Any) -> None:
     jobs.record_published(headers, body, routing_key)
+    lifecycle.published(headers, routing_key)
+
+
+@task_rejected.connect
+def _on_rejected(message: Any = None, exc: BaseException | None = None, **_: Any) -> None:
+    lifecycle.rejected(message, exc)
 
 
 @task_revoked.connect
