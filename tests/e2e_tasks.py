@@ -13,6 +13,7 @@ from functools import cache
 from typing import Any
 
 import redis
+from celery.signals import task_prerun
 from pydantic import BaseModel, Field
 
 from worker_app.celery import app
@@ -137,3 +138,10 @@ def chatty(key: str, lines: int) -> None:
     for n in range(lines):
         log.info("chatty %s line %d", key, n)
         time.sleep(0.02)
+
+
+@task_prerun.connect
+def _a_broken_hook(kwargs: dict[str, Any] | None = None, **_: Any) -> None:
+    """A receiver that raises for one key: the task must still run."""
+    if str((kwargs or {}).get("key", "")).startswith("receiver-raises"):
+        raise RuntimeError("a broken hook")

@@ -37,3 +37,19 @@ def test_every_event_is_one_line(tmp_path: Path, redis_client: redis.Redis) -> N
     assert count(rf"e2e.flaky\[{ok}\] succeeded in [\d.]+s") == 1
     assert count(rf"dead-lettered e2e.permanent\[{bad}\] reason=permanent_error") == 1
     assert count(rf"e2e.permanent\[{bad}\] raised unexpected") == 0
+
+
+def test_a_receiver_that_raises_is_logged_and_the_task_still_runs(tmp_path: Path) -> None:
+    from celery.result import AsyncResult
+
+    from worker_app import app, enqueue
+
+    worker = Worker(tmp_path / "worker.log", child_env()).start()
+    try:
+        task_id = enqueue("e2e.record", {"key": f"receiver-raises-{uuid.uuid4()}", "value": 7})
+        assert AsyncResult(task_id, app=app).get(timeout=30) == 7
+    finally:
+        worker.stop()
+    assert worker.lines(
+        r"Signal handler .*_a_broken_hook.* raised: RuntimeError\('a broken hook'\)"
+    )
