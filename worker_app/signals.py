@@ -18,9 +18,10 @@ from celery.signals import (
     task_rejected,
     task_revoked,
     worker_process_init,
+    worker_ready,
 )
 
-from worker_app import jobs, keys, lifecycle, tracing
+from worker_app import jobs, keys, lifecycle, shutdown, tracing
 from worker_app.config import get_settings
 from worker_app.logs import JobContext, bind_job, clear_job, configure_logging
 from worker_app.queues import check_worker_queues
@@ -90,3 +91,8 @@ def _on_heartbeat(sender: Any = None, **_: Any) -> None:
 def _on_pool_process(**_: Any) -> None:
     # After fork: a tracer provider's exporter threads do not survive it.
     tracing.setup()
+
+
+@worker_ready.connect
+def _on_worker_ready(sender: Any = None, **_: Any) -> None:
+    shutdown.install(sender.controller)

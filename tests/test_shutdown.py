@@ -1,0 +1,45 @@
+"""SIGTERM mid-task: the worker stops within ASYNQ_SHUTDOWN_TIMEOUT, exits 0, and the
+unfinished job is back on its queue for another worker (its own module: no other worker)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+import uuid
+from pathlib import Path
+
+import redis
+from celery.result import AsyncResult
+
+from tests import e2e_tasks
+from tests.conftest import Worker, child_env, wait_until
+from worker_app import app
+
+SHUTDOWN = 3.0
+
+
+def test_sigterm_during_a_long_task_requeues_it_and_exits_0_in_time(
+    tmp_path: Path, redis_client: redis.Redis
+) -> None:
+    env = child_env(ASYNQ_SHUTDOWN_TIMEOUT=f"{SHUTDOWN}s")
+    first = Worker(tmp_path / "first.log", env).start()
+    key = f"long:{uuid.uuid4()}"
+    # 10 s of work: longer than the shutdown window, shorter than the task's own limit.
+    task_id = e2e_tasks.sleepy.apply_async((key, 10), time_limit=60, soft_time_limit=55).id
+    wait_until(lambda: redis_client.llen(key) == 1, 30, "the task to start")
+    assert first.process is not None
+    started = time.monotonic()
+    first.process.send_signal(signal.SIGTERM)
+    code = first.process.wait(timeout=30)
+    took = time.monotonic() - started
+    assert code == 0, first.log()[-3000:]
+    assert took < SHUTDOWN + 5, f"took {took:.1f}s"
+
+    second = Worker(tmp_path / "second.log", env).start()
+    try:
+        wait_until(lambda: redis_client.llen(key) == 2, 15, "another worker to start it again")
+        assert AsyncResult(task_id, app=app).get(timeout=40) == "done"
+    finally:
+        second.stop()
+    assert [json.loads(r)["attempt"] for r in redis_client.lrange(key, 0, -1)] == [1, 1]
