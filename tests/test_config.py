@@ -41,6 +41,7 @@ CASES: list[tuple[str, str, object, str | None]] = [
     ("ASYNQ_RETRY_BACKOFF_MAX", "1h30m", timedelta(minutes=90), "0s"),
     ("ASYNQ_TASK_TIMEOUT", "90", timedelta(seconds=90), "5x"),
     ("ASYNQ_SHUTDOWN_TIMEOUT", "1m", timedelta(minutes=1), "-5s"),
+    ("ASYNQ_VISIBILITY_TIMEOUT", "90s", timedelta(seconds=90), "soon"),
     ("ASYNQ_RETENTION", "2d", timedelta(days=2), "1 day"),
     ("ASYNQ_DLQ_RETENTION", "2160h", timedelta(days=90), "h"),
     ("ASYNQ_DLQ_MAX_SIZE", "500", 500, "0"),

@@ -29,9 +29,12 @@ def test_depth_and_oldest_age_grow_without_a_worker_and_drop_when_drained(
 ) -> None:
     redis_client.delete("critical", "default", "low")
     with httpx.Client(base_url=api.url, headers=AUTH, timeout=30) as http:
+        ids = []
         for n in range(3):
             body = {"type": "alerts.send", "payload": {"user_id": n + 1, "message": "m"}}
-            assert http.post("/api/jobs", json=body).status_code == 202
+            created = http.post("/api/jobs", json=body)
+            assert created.status_code == 202
+            ids.append(created.json()["id"])
         first = http.get("/metrics").text
         assert sample(first, "worker_app_queue_ready", queue="critical") == 3
         assert sample(first, "worker_app_queue_ready", queue="low") == 0
@@ -47,10 +50,10 @@ def test_depth_and_oldest_age_grow_without_a_worker_and_drop_when_drained(
 
         worker = Worker(tmp_path / "worker.log", child_env()).start()
         try:
+            # Drained means run, not just fetched: a fetched job would go back on stop.
             wait_until(
-                lambda: (
-                    sample(http.get("/metrics").text, "worker_app_queue_ready", queue="critical")
-                    == 0
+                lambda: all(
+                    http.get(f"/api/jobs/{i}").json()["status"] == "succeeded" for i in ids
                 ),
                 30,
                 "the queue to drain",

@@ -12,10 +12,12 @@ from kombu import Exchange, Queue
 from worker_app.config import ConfigError, Settings, get_settings, sentinel_master
 from worker_app.redis_client import HEALTH_CHECK_INTERVAL, SOCKET_CONNECT_TIMEOUT, SOCKET_TIMEOUT
 
-# A message stays invisible to other workers this long after it was fetched, beyond the longest
-# an attempt may run plus the time a stopping worker lets it finish: only then can a lost
-# worker's message be handed out again without a live worker still running it.
-VISIBILITY_MARGIN = 60.0
+# Leases: a fetched message is invisible to other workers for ASYNQ_VISIBILITY_TIMEOUT after
+# its lease was last renewed. A live worker renews the leases of every message it holds every
+# third of that (worker_app.worker_steps.LeaseRenewer), so only a lost worker's messages come
+# back, swept up every sixth of it: within about 1.2 timeouts of the loss.
+LEASE_RENEWALS_PER_TIMEOUT = 3
+RESTORE_SWEEPS_PER_TIMEOUT = 6
 # The soft time limit fires this share of the hard limit earlier (at most 30 s), so the task can
 # be retried cleanly before the pool kills it.
 SOFT_LIMIT_SHARE = 0.1
@@ -66,7 +68,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     transport = {
         **url_options,
         **socket_options,
-        "visibility_timeout": hard + shutdown + VISIBILITY_MARGIN,
+        "visibility_timeout": settings.asynq_visibility_timeout.total_seconds(),
+        "unacked_restore_interval": max(
+            1, int(settings.asynq_visibility_timeout.total_seconds() / RESTORE_SWEEPS_PER_TIMEOUT)
+        ),
+        "unacked_restore_throttle": 1,
         # Weighted (or strict) queue order, drawn afresh for every fetch.
         "queue_order_strategy": "worker_app.queues:WeightedOrder",
         # Per-message priorities are not used: one list per queue keeps every BRPOP to one key
@@ -133,9 +139,9 @@ def create_app(settings: Settings) -> Celery:
     """Build the worker_app Celery application from ``settings``."""
     celery_app = Celery("worker_app", task_cls="worker_app.base:BaseTask")
     celery_app.conf.update(celery_config(settings))
-    from worker_app.worker_steps import Heartbeat, StatsLine
+    from worker_app.worker_steps import Heartbeat, LeaseRenewer, StatsLine
 
-    celery_app.steps["worker"].update({Heartbeat, StatsLine})
+    celery_app.steps["worker"].update({Heartbeat, LeaseRenewer, StatsLine})
     return celery_app
 
 

@@ -114,6 +114,7 @@ class Settings(BaseSettings):
     asynq_retry_backoff_max: Duration = timedelta(hours=1)
     asynq_task_timeout: Duration = timedelta(minutes=5)
     asynq_shutdown_timeout: Duration = timedelta(seconds=30)
+    asynq_visibility_timeout: Duration = timedelta(seconds=60)
     asynq_retention: Duration = timedelta(hours=24)
     asynq_dlq_retention: Duration = timedelta(days=90)
     asynq_dlq_max_size: int = Field(10_000, gt=0)

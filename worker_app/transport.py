@@ -1,9 +1,11 @@
-"""kombu's Redis transport with one guard: an item on a queue list that is not a kombu
-message envelope is dead-lettered as raw bytes instead of crashing the worker."""
+"""kombu's Redis transport with two additions: an item on a queue list that is not a kombu
+message envelope is dead-lettered as raw bytes instead of crashing the worker, and every message
+recovered from a lost worker (its lease expired) is logged."""
 
 from __future__ import annotations
 
 import json
+import logging
 from queue import Empty
 from typing import Any
 
@@ -11,6 +13,8 @@ from kombu.transport import redis as kombu_redis
 from kombu.utils.encoding import bytes_to_str
 
 from worker_app.poison import dead_letter, raw_entry
+
+logger = logging.getLogger(__name__)
 
 
 class MalformedEnvelope(ValueError):
@@ -55,12 +59,49 @@ class GuardedChannelMixin:
             self._flush_brpop_reauth()
 
 
+class QoS(kombu_redis.QoS):
+    """Logs each message the periodic sweep puts back because its lease expired."""
+
+    _sweeping = False
+
+    def restore_visible(self, *args: Any, **kwargs: Any) -> Any:
+        self._sweeping = True
+        try:
+            return super().restore_visible(*args, **kwargs)
+        finally:
+            self._sweeping = False
+
+    def restore_by_tag(self, tag: Any, client: Any = None, leftmost: bool = False) -> Any:
+        if self._sweeping:
+            self._log_recovery(tag, client)
+        return super().restore_by_tag(tag, client, leftmost)
+
+    def _log_recovery(self, tag: Any, client: Any) -> None:
+        try:
+            with self.channel.conn_or_acquire(client) as conn:  # type: ignore[attr-defined]
+                raw = conn.hget(self.unacked_key, tag)
+            message, _exchange, queue = json.loads(bytes_to_str(raw)) if raw else ({}, "", "")
+            headers = message.get("headers") or {}
+        except (ValueError, TypeError, AttributeError):
+            headers, queue = {}, "?"
+        logger.warning(
+            "recovered %s[%s] from a lost worker (its lease expired): back on %s",
+            headers.get("task", "?"),
+            headers.get("id", tag),
+            queue,
+        )
+
+
 class Channel(GuardedChannelMixin, kombu_redis.Channel):
     """The Redis channel, guarded."""
+
+    QoS = QoS
 
 
 class SentinelChannel(GuardedChannelMixin, kombu_redis.SentinelChannel):
     """The Sentinel channel, guarded."""
+
+    QoS = QoS
 
 
 class Transport(kombu_redis.Transport):

@@ -1,8 +1,11 @@
-"""Worker bootsteps: the heartbeat ``worker-app health`` reads, and the periodic stats line."""
+"""Worker bootsteps: the heartbeat ``worker-app health`` reads, the periodic stats line, and
+the lease renewer that keeps a live worker's messages from being handed to another."""
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from typing import Any
 
 import redis
@@ -91,3 +94,53 @@ class StatsLine(bootsteps.StartStopStep):
             counts["active"],
             depths,
         )
+
+
+class LeaseRenewer(bootsteps.StartStopStep):
+    """Worker bootstep: every third of ``ASYNQ_VISIBILITY_TIMEOUT``, re-score every message
+    this worker holds (running, reserved or waiting for its ETA) in kombu's unacked index.
+
+    It runs in a thread of its own, so a busy event loop or a ``solo`` pool running a long task
+    cannot let a lease lapse. ``ZADD XX`` only touches entries that still exist: a message
+    acknowledged or already restored is never brought back.
+    """
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        super().__init__(worker, **kwargs)
+        from worker_app.celery import LEASE_RENEWALS_PER_TIMEOUT
+
+        timeout = get_settings().asynq_visibility_timeout.total_seconds()
+        self.period = timeout / LEASE_RENEWALS_PER_TIMEOUT
+        self.stopped = threading.Event()
+        self.thread: threading.Thread | None = None
+        self.worker: Any = None
+
+    def start(self, worker: Any) -> None:
+        self.worker = worker
+        self.thread = threading.Thread(target=self._run, name="lease-renewer", daemon=True)
+        self.thread.start()
+
+    def stop(self, worker: Any) -> None:
+        self.stopped.set()
+
+    def _run(self) -> None:
+        while not self.stopped.wait(self.period):
+            try:
+                renewed = self.renew()
+            except redis.RedisError as exc:
+                logger.warning("leases not renewed: Redis is unreachable (%s)", exc)
+            else:
+                if renewed:
+                    logger.debug("renewed %d lease(s)", renewed)
+
+    def renew(self) -> int:
+        consumer = getattr(self.worker, "consumer", None)
+        task_consumer = getattr(consumer, "task_consumer", None)
+        qos = getattr(getattr(task_consumer, "channel", None), "qos", None)
+        delivered = getattr(qos, "_delivered", None)
+        if not delivered:
+            return 0
+        tags = list(delivered)  # one C-level copy under the GIL
+        now = time.time()
+        changed = get_redis().zadd("unacked_index", dict.fromkeys(tags, now), xx=True, ch=True)
+        return int(changed or 0)
