@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import redis
 
 from tests import e2e_tasks
-from worker_app import enqueue, enqueue_critical, enqueue_low
+from worker_app import enqueue, enqueue_critical, enqueue_low, keys
 from worker_app.errors import InvalidPayload, UnknownQueue, UnknownTask, UnsafeSerializer
 from worker_app.tasks.briefing import BriefingPayload
 
@@ -14,9 +16,10 @@ QUEUES = ("critical", "default", "low")
 
 
 @pytest.fixture
-def empty_queues(redis_client: redis.Redis) -> redis.Redis:
-    redis_client.delete(*QUEUES)
-    return redis_client
+def empty_queues(redis_client: redis.Redis) -> Iterator[redis.Redis]:
+    redis_client.delete(*QUEUES, keys.DELAYED)
+    yield redis_client
+    redis_client.delete(*QUEUES, keys.DELAYED)  # nothing parked here is released later
 
 
 def depths(client: redis.Redis) -> list[int]:

@@ -59,3 +59,14 @@ WAIT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
 PUBLISHED_AT = "x-published-at"
 #: Unix time of the job's first publish, kept across retries: the dead-letter entry shows it.
 FIRST_ENQUEUED_AT = "x-first-enqueued-at"
+
+# Delays ------------------------------------------------------------------------------------
+#: ZSET of messages whose ETA (countdown, eta, retry backoff) is further ahead than
+#: PARK_AHEAD seconds, scored by due time; member = "<queue list key>\n<kombu envelope JSON>".
+#: Released onto their list when due by one atomic script, so no worker holds them meanwhile.
+DELAYED = f"{PREFIX}:delayed"
+PARK_AHEAD = 2.0
+#: Seconds between two release sweeps in each worker; messages start at most this late.
+RELEASE_PERIOD = 0.5
+#: Most messages one sweep releases; the next sweep continues at once when it was full.
+RELEASE_BATCH = 500

@@ -15,6 +15,7 @@ from celery import current_app
 
 from worker_app import keys
 from worker_app.config import get_settings
+from worker_app.delays import parked_by_queue
 from worker_app.errors import UnknownQueue
 
 # kombu's Redis transport keeps a queue in one list per priority step: ``queue`` for priority 0
@@ -123,7 +124,8 @@ class QueueStats:
     share: float
     #: Messages waiting to be fetched.
     ready: int
-    #: Fetched messages whose ETA (countdown, retry backoff) is still ahead.
+    #: Messages whose ETA (countdown, retry backoff) is still ahead: parked in Redis, or
+    #: fetched and waiting in a worker for a short delay.
     scheduled: int
     #: Fetched messages not yet acknowledged (running, reserved or scheduled).
     unacked: int
@@ -150,6 +152,8 @@ def queue_stats(client: redis.Redis) -> list[QueueStats]:
     lengths, oldest = replies[: -len(weights)], replies[-len(weights) :]
     now = time.time()
     unacked, scheduled = _in_flight(client)
+    for name, parked in parked_by_queue(client).items():
+        scheduled[name] = scheduled.get(name, 0) + parked
     return [
         QueueStats(
             name=name,

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from queue import Empty
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
 from kombu.utils.encoding import bytes_to_str
 
+from worker_app import delays, keys
 from worker_app.poison import dead_letter, raw_entry
 
 logger = logging.getLogger(__name__)
@@ -33,7 +35,17 @@ def _envelope(item: bytes) -> dict[str, Any]:
 
 
 class GuardedChannelMixin:
-    """Reads the BRPOP reply like kombu, checking the envelope before delivering it."""
+    """Reads the BRPOP reply like kombu, checking the envelope before delivering it; parks
+    messages due later in Redis instead of the queue."""
+
+    def _put(self: Any, queue: str, message: dict[str, Any], **kwargs: Any) -> Any:
+        due = delays.due_at(message)
+        if due is not None and due - time.time() > keys.PARK_AHEAD:
+            list_key = self._q_for_pri(queue, self._get_message_priority(message, reverse=False))
+            with self.conn_or_acquire() as client:
+                delays.park(client, list_key, message, due)
+            return None
+        return super()._put(queue, message, **kwargs)  # type: ignore[misc]
 
     def _brpop_read(self: Any, **options: Any) -> bool:
         try:

@@ -144,3 +144,31 @@ class LeaseRenewer(bootsteps.StartStopStep):
         now = time.time()
         changed = get_redis().zadd("unacked_index", dict.fromkeys(tags, now), xx=True, ch=True)
         return int(changed or 0)
+
+
+class DelayReleaser(bootsteps.StartStopStep):
+    """Worker bootstep: every ``RELEASE_PERIOD`` seconds, move the parked messages that are due
+    onto their queues (a thread of its own, like the lease renewer)."""
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        super().__init__(worker, **kwargs)
+        self.stopped = threading.Event()
+
+    def start(self, worker: Any) -> None:
+        threading.Thread(target=self._run, name="delay-releaser", daemon=True).start()
+
+    def stop(self, worker: Any) -> None:
+        self.stopped.set()
+
+    def _run(self) -> None:
+        from worker_app.delays import Releaser
+
+        releaser = Releaser(get_redis())
+        while not self.stopped.wait(keys.RELEASE_PERIOD):
+            try:
+                released = releaser.release()
+            except redis.RedisError as exc:
+                logger.warning("delayed jobs not released: Redis is unreachable (%s)", exc)
+            else:
+                if released:
+                    logger.debug("released %d delayed job(s)", released)
