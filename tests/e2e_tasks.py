@@ -145,3 +145,14 @@ def _a_broken_hook(kwargs: dict[str, Any] | None = None, **_: Any) -> None:
     """A receiver that raises for one key: the task must still run."""
     if str((kwargs or {}).get("key", "")).startswith("receiver-raises"):
         raise RuntimeError("a broken hook")
+
+
+@cache
+def _ledger() -> redis.Redis:
+    return redis.Redis.from_url(os.environ["LEDGER_URL"], decode_responses=True)
+
+
+@app.task(name="e2e.ledger", bind=True)
+def ledger(self: Any, run: str) -> None:
+    """Count this execution in the ledger (a Redis the fault tests never touch)."""
+    _ledger().hincrby(f"ledger:{run}", str(self.request.id), 1)
