@@ -128,6 +128,7 @@ def sleepy(self: Any, key: str, seconds: float, cooperative: bool = False) -> st
         if cooperative:
             check_cancelled()
         time.sleep(0.1)
+    _redis().set(f"done:{key}", 1)
     return "done"
 
 

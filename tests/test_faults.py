@@ -126,3 +126,68 @@ def test_a_redis_outage_is_survived_and_enqueue_fails_fast_meanwhile(
         f"lost={100 - len(done)}, duplicated={sum(n - 1 for n in done.values())}"
     )
     assert len(done) == 100 and all(n == 1 for n in done.values())
+
+
+@pytest.mark.timeout(400)
+def test_long_faults_side_by_side(tmp_path: Path, ledger: RedisServer) -> None:
+    """Two slow rows of the table at once, on brokers of their own: a 3-minute task with the
+    default 60 s visibility timeout (and an idle second worker) runs exactly once, while another
+    worker lives through a 60 s Redis outage and resumes."""
+    import redis
+
+    long_broker = RedisServer(tmp_path / "long", appendonly=True)
+    down_broker = RedisServer(tmp_path / "down", appendonly=True)
+    long_broker.start()
+    down_broker.start()
+    long_env = child_env(REDIS_URL=long_broker.url, LEDGER_URL=ledger.url)
+    down_env = child_env(REDIS_URL=down_broker.url, LEDGER_URL=ledger.url)
+    del long_env["ASYNQ_TASK_TIMEOUT"]  # production limits: 5 min per attempt
+    workers = [
+        Worker(tmp_path / "long1.log", long_env).start(),
+        Worker(tmp_path / "long2.log", long_env).start(),
+        Worker(tmp_path / "down.log", down_env).start(),
+    ]
+    try:
+        script = (
+            "from tests import e2e_tasks\n"
+            "print(e2e_tasks.sleepy.apply_async(('three-minutes', 180)).id)\n"
+        )
+        subprocess.run([str(BIN / "python"), "-c", script], cwd=ROOT, env=long_env, check=True)
+        started = time.monotonic()
+
+        run = uuid.uuid4().hex
+        enqueue_many(down_env, run, 20)
+        wait_until(lambda: len(counts(ledger, run)) == 20, 60, "the jobs before the outage")
+        down_broker.stop()
+        time.sleep(60)
+        down_broker.start()
+        back_at = time.monotonic()
+        enqueue_many(down_env, run, 20)
+        wait_until(lambda: len(counts(ledger, run)) == 40, 120, "the jobs after the outage")
+        resumed = time.monotonic() - back_at
+        assert workers[2].process is not None and workers[2].process.poll() is None
+
+        client = redis.Redis.from_url(long_broker.url, decode_responses=True)
+        wait_until(
+            lambda: (
+                client.get("done:three-minutes") is not None or time.monotonic() - started > 200
+            ),
+            240,
+            "the 3-minute task",
+        )
+        time.sleep(max(0.0, 190 - (time.monotonic() - started)))
+        runs = client.llen("three-minutes")
+        client.close()
+    finally:
+        for worker in workers:
+            worker.stop()
+        long_broker.stop()
+        down_broker.stop()
+    recovered = [line for w in workers[:2] for line in w.lines("recovered")]
+    print(
+        f"3-minute task, 60 s visibility timeout: ran {runs} time(s); "
+        f"redis down 60s: resumed {resumed:.1f}s after Redis returned"
+    )
+    assert runs == 1 and not recovered
+    done = counts(ledger, run)
+    assert len(done) == 40 and all(n == 1 for n in done.values())

@@ -25,6 +25,7 @@ from worker_app import jobs, keys
 from worker_app.config import get_settings
 from worker_app.dlq_store import Entry
 from worker_app.errors import (
+    BrokerUnavailable,
     Cancelled,
     Deferred,
     InvalidPayload,
@@ -166,14 +167,14 @@ class BaseTask(Task[Any, Any]):
         try:
             return super().apply_async(args, kwargs, task_id, **options)
         except OperationalError as exc:
-            raise OperationalError(
-                f"could not publish {self.name}: broker unreachable ({exc})"
+            raise BrokerUnavailable(
+                f"could not publish {self.name}: Redis unreachable ({exc})"
             ) from exc
         except RuntimeError as exc:
             # The result store's subscription gives up with a RuntimeError when Redis is away.
             if not isinstance(exc.__cause__, RedisError | OSError):
                 raise
-            raise OperationalError(f"could not publish {self.name}: Redis unreachable") from exc
+            raise BrokerUnavailable(f"could not publish {self.name}: Redis unreachable") from exc
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.request.called_directly:

@@ -6,6 +6,8 @@ a :class:`Deferred` runs the job again later without using up a retry.
 
 from __future__ import annotations
 
+from kombu.exceptions import OperationalError
+
 
 class WorkerAppError(Exception):
     """Root of every error worker_app raises."""
@@ -65,6 +67,10 @@ class UnknownQueue(EnqueueError):
 
 class UnknownTask(EnqueueError):
     """The job names a task that is not registered."""
+
+
+class BrokerUnavailable(EnqueueError, OperationalError):
+    """Redis did not take the job after a few quick tries; nothing was published."""
 
 
 class UnsafeSerializer(EnqueueError):

@@ -19,7 +19,7 @@ from worker_app import tracing
 from worker_app.api.routes import dlq, jobs, queues
 from worker_app.api.schemas import errors
 from worker_app.config import get_settings
-from worker_app.errors import WorkerAppError
+from worker_app.errors import BrokerUnavailable, WorkerAppError
 from worker_app.metrics import registry
 from worker_app.redis_client import get_redis
 
@@ -113,6 +113,7 @@ def _add_error_handlers(api: FastAPI) -> None:
 
     @api.exception_handler(redis.RedisError)
     @api.exception_handler(OperationalError)
+    @api.exception_handler(BrokerUnavailable)
     @api.exception_handler(ConnectionError)  # Celery's result backend lets these through
     def _redis_down(_: Request, exc: Exception) -> JSONResponse:
         logger.warning("answering 503: Redis is unreachable (%s)", exc)
