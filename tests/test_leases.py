@@ -11,12 +11,15 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
 import redis
 from celery.result import AsyncResult
 
 from tests import e2e_tasks
 from tests.conftest import Worker, child_env, wait_until
 from worker_app import app
+
+pytestmark = pytest.mark.fault
 
 LEASE = 3.0  # seconds; production default is 60
 

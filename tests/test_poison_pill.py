@@ -6,11 +6,14 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
+import pytest
 import redis
 
 from tests import e2e_tasks
 from tests.conftest import Worker, child_env
 from tests.test_dlq import entry_of, good_batch_succeeds, runs
+
+pytestmark = pytest.mark.fault
 
 
 def test_a_poison_pill_runs_three_times_then_is_dead_lettered(
