@@ -12,20 +12,21 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from hashlib import sha1
-from typing import Any
+from typing import Any, Literal, get_args
 
 import redis
 
 from worker_app import keys
 
-REASONS = (
+Reason = Literal[
     "retries_exhausted",
     "permanent_error",
     "invalid_payload",
     "unknown_task",
     "undecodable",
     "poison_pill",
-)
+]
+REASONS: tuple[str, ...] = get_args(Reason)
 #: Filter name -> the entry field it indexes.
 DIMENSIONS = {
     "task": "task_name",

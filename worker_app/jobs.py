@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal, get_args
 
 import redis
 from celery import current_task
@@ -25,7 +25,8 @@ from worker_app.config import get_settings
 from worker_app.errors import Cancelled
 from worker_app.redis_client import get_redis
 
-STATUSES = ("pending", "scheduled", "active", "retrying", "succeeded", "failed", "cancelled")
+Status = Literal["pending", "scheduled", "active", "retrying", "succeeded", "failed", "cancelled"]
+STATUSES: tuple[str, ...] = get_args(Status)
 FINAL = ("succeeded", "failed", "cancelled")
 WAITING = ("pending", "scheduled", "retrying")
 DIMENSIONS = ("status", "type", "queue")

@@ -13,6 +13,7 @@ from celery import bootsteps
 
 from worker_app import keys
 from worker_app.config import get_settings
+from worker_app.delays import Releaser
 from worker_app.health import beat
 from worker_app.redis_client import get_redis
 
@@ -96,29 +97,23 @@ class StatsLine(bootsteps.StartStopStep):
         )
 
 
-class LeaseRenewer(bootsteps.StartStopStep):
-    """Worker bootstep: every third of ``ASYNQ_VISIBILITY_TIMEOUT``, re-score every message
-    this worker holds (running, reserved or waiting for its ETA) in kombu's unacked index.
+class PeriodicThread(bootsteps.StartStopStep):
+    """A worker bootstep that calls :meth:`tick` every ``period`` seconds from a thread of its
+    own, so neither a busy event loop nor a ``solo`` pool running a long task can delay it."""
 
-    It runs in a thread of its own, so a busy event loop or a ``solo`` pool running a long task
-    cannot let a lease lapse. ``ZADD XX`` only touches entries that still exist: a message
-    acknowledged or already restored is never brought back.
-    """
+    period = 1.0
+    #: What the tick keeps doing, for the warning when Redis is away.
+    doing = "periodic work"
 
     def __init__(self, worker: Any, **kwargs: Any) -> None:
         super().__init__(worker, **kwargs)
-        from worker_app.celery import LEASE_RENEWALS_PER_TIMEOUT
-
-        timeout = get_settings().asynq_visibility_timeout.total_seconds()
-        self.period = timeout / LEASE_RENEWALS_PER_TIMEOUT
         self.stopped = threading.Event()
-        self.thread: threading.Thread | None = None
         self.worker: Any = None
 
     def start(self, worker: Any) -> None:
         self.worker = worker
-        self.thread = threading.Thread(target=self._run, name="lease-renewer", daemon=True)
-        self.thread.start()
+        name = type(self).__name__
+        threading.Thread(target=self._run, name=name, daemon=True).start()
 
     def stop(self, worker: Any) -> None:
         self.stopped.set()
@@ -126,14 +121,34 @@ class LeaseRenewer(bootsteps.StartStopStep):
     def _run(self) -> None:
         while not self.stopped.wait(self.period):
             try:
-                renewed = self.renew()
+                done = self.tick()
             except redis.RedisError as exc:
-                logger.warning("leases not renewed: Redis is unreachable (%s)", exc)
+                logger.warning("%s skipped: Redis is unreachable (%s)", self.doing, exc)
             else:
-                if renewed:
-                    logger.debug("renewed %d lease(s)", renewed)
+                if done:
+                    logger.debug("%s: %d", self.doing, done)
 
-    def renew(self) -> int:
+    def tick(self) -> int:
+        """One round of work, done by each subclass; returns how many items it handled."""
+        return 0
+
+
+class LeaseRenewer(PeriodicThread):
+    """Every third of ``ASYNQ_VISIBILITY_TIMEOUT``, re-score every message this worker holds
+    (running, reserved or waiting for its ETA) in kombu's unacked index. ``ZADD XX`` only
+    touches entries that still exist: a message acknowledged or already restored is never
+    brought back."""
+
+    doing = "lease renewal"
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        super().__init__(worker, **kwargs)
+        from worker_app.celery import LEASE_RENEWALS_PER_TIMEOUT
+
+        timeout = get_settings().asynq_visibility_timeout.total_seconds()
+        self.period = timeout / LEASE_RENEWALS_PER_TIMEOUT
+
+    def tick(self) -> int:
         consumer = getattr(self.worker, "consumer", None)
         task_consumer = getattr(consumer, "task_consumer", None)
         qos = getattr(getattr(task_consumer, "channel", None), "qos", None)
@@ -146,29 +161,16 @@ class LeaseRenewer(bootsteps.StartStopStep):
         return int(changed or 0)
 
 
-class DelayReleaser(bootsteps.StartStopStep):
-    """Worker bootstep: every ``RELEASE_PERIOD`` seconds, move the parked messages that are due
-    onto their queues (a thread of its own, like the lease renewer)."""
+class DelayReleaser(PeriodicThread):
+    """Every ``RELEASE_PERIOD`` seconds, move the parked messages that are due onto their
+    queues."""
+
+    period = keys.RELEASE_PERIOD
+    doing = "release of delayed jobs"
 
     def __init__(self, worker: Any, **kwargs: Any) -> None:
         super().__init__(worker, **kwargs)
-        self.stopped = threading.Event()
+        self.releaser = Releaser(get_redis())
 
-    def start(self, worker: Any) -> None:
-        threading.Thread(target=self._run, name="delay-releaser", daemon=True).start()
-
-    def stop(self, worker: Any) -> None:
-        self.stopped.set()
-
-    def _run(self) -> None:
-        from worker_app.delays import Releaser
-
-        releaser = Releaser(get_redis())
-        while not self.stopped.wait(keys.RELEASE_PERIOD):
-            try:
-                released = releaser.release()
-            except redis.RedisError as exc:
-                logger.warning("delayed jobs not released: Redis is unreachable (%s)", exc)
-            else:
-                if released:
-                    logger.debug("released %d delayed job(s)", released)
+    def tick(self) -> int:
+        return self.releaser.release()

@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Status = Literal["pending", "scheduled", "active", "retrying", "succeeded", "failed", "cancelled"]
-Reason = Literal[
-    "retries_exhausted",
-    "permanent_error",
-    "invalid_payload",
-    "unknown_task",
-    "undecodable",
-    "poison_pill",
-]
+from worker_app.dlq_store import Reason
 
 
 class ErrorOut(BaseModel):

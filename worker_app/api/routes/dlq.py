@@ -12,10 +12,10 @@ from worker_app.api.schemas import (
     BulkRequeueIn,
     DlqEntryOut,
     DlqPageOut,
-    Reason,
     RequeueIn,
     errors,
 )
+from worker_app.dlq_store import Reason
 
 router = APIRouter(tags=["dead-letter queue"])
 ACTOR = "api"

@@ -8,9 +8,10 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from worker_app import dlq, jobs
-from worker_app.api.schemas import JobIn, JobOut, JobPageOut, Status, errors
+from worker_app.api.schemas import JobIn, JobOut, JobPageOut, errors
 from worker_app.celery import app as celery_app
 from worker_app.client import enqueue, get_task
+from worker_app.jobs import Status
 
 router = APIRouter(tags=["jobs"])
 #: Seconds an active job gets to stop by itself (``is_cancelled()``) before it is terminated.
