@@ -49,7 +49,15 @@ def config_command(as_json: bool) -> None:
 @click.option(
     "--countdown", type=float, default=None, help="Run no earlier than this many seconds from now."
 )
-def enqueue_command(task: str, payload: str, queue: str | None, countdown: float | None) -> None:
+@click.option(
+    "--unique-for",
+    type=float,
+    default=None,
+    help="Seconds in which an equal job is not enqueued again (prints the existing id).",
+)
+def enqueue_command(
+    task: str, payload: str, queue: str | None, countdown: float | None, unique_for: float | None
+) -> None:
     """Validate and enqueue TASK; print the job id."""
     from kombu.exceptions import OperationalError
 
@@ -62,7 +70,7 @@ def enqueue_command(task: str, payload: str, queue: str | None, countdown: float
     if not isinstance(data, dict):
         _fail("--payload must be a JSON object")
     try:
-        click.echo(enqueue(task, data, queue=queue, countdown=countdown))
+        click.echo(enqueue(task, data, queue=queue, countdown=countdown, unique_for=unique_for))
     except WorkerAppError as exc:
         _fail(str(exc))
     except OperationalError as exc:

@@ -70,3 +70,8 @@ PARK_AHEAD = 2.0
 RELEASE_PERIOD = 0.5
 #: Most messages one sweep releases; the next sweep continues at once when it was full.
 RELEASE_BATCH = 500
+
+# Flow control -----------------------------------------------------------------------------
+#: STRING per unique-job key (digest of task + payload, or the caller's key): the id of the
+#: job that holds the window; expires with the window (``unique_for`` seconds).
+UNIQUE = f"{PREFIX}:unique:"

@@ -14,6 +14,7 @@ class ErrorOut(BaseModel):
 
     error: str
     errors: list[str] = Field(default_factory=list)
+    job_id: str | None = Field(None, description="The equal job already enqueued (409)")
 
 
 def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -36,6 +37,9 @@ class JobIn(BaseModel):
     payload: dict[str, Any] = Field(default_factory=dict)
     queue: str | None = Field(None, min_length=1, max_length=64)
     delay: float | None = Field(None, ge=0, le=365 * 86400, description="Seconds before it may run")
+    unique_for: float | None = Field(
+        None, gt=0, le=30 * 86400, description="Seconds in which an equal job is not enqueued again"
+    )
 
 
 class JobOut(BaseModel):

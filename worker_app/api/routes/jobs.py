@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query
 from worker_app import dlq, jobs
 from worker_app.api.schemas import JobIn, JobOut, JobPageOut, errors
 from worker_app.celery import app as celery_app
-from worker_app.client import enqueue, get_task
+from worker_app.client import get_task, submit
 from worker_app.jobs import Status
 
 router = APIRouter(tags=["jobs"])
@@ -32,11 +32,18 @@ def _out(job: jobs.Job) -> JobOut:
     return JobOut(**job.as_dict())
 
 
-@router.post("/jobs", status_code=202, response_model=JobOut, responses=errors(422))
+@router.post("/jobs", status_code=202, response_model=JobOut, responses=errors(409, 422))
 def create_job(body: JobIn) -> JobOut:
-    """Validate the payload against the task's model and enqueue the job."""
-    job_id = enqueue(body.type, body.payload, queue=body.queue, countdown=body.delay)
-    return _out(_job(job_id))
+    """Validate the payload against the task's model and enqueue the job. With ``unique_for``,
+    an equal job already enqueued within that window answers 409 with its ``job_id``."""
+    from worker_app.api.factory import ApiError
+
+    done = submit(
+        body.type, body.payload, queue=body.queue, countdown=body.delay, unique_for=body.unique_for
+    )
+    if not done.created:
+        raise ApiError(409, "an equal job is already enqueued", job_id=done.job_id)
+    return _out(_job(done.job_id))
 
 
 @router.get("/jobs", response_model=JobPageOut)
