@@ -157,3 +157,9 @@ def _ledger() -> redis.Redis:
 def ledger(self: Any, run: str) -> None:
     """Count this execution in the ledger (a Redis the fault tests never touch)."""
     _ledger().hincrby(f"ledger:{run}", str(self.request.id), 1)
+
+
+@app.task(name="e2e.limited", bind=True, global_rate_limit="20/s")
+def limited(self: Any, key: str) -> None:
+    """At most 20 per second across every worker; records when it ran and its retry count."""
+    _redis().rpush(key, json.dumps({"at": time.time(), "retries": self.request.retries}))

@@ -21,7 +21,7 @@ from kombu.exceptions import OperationalError
 from pydantic import BaseModel, ValidationError
 from redis.exceptions import RedisError
 
-from worker_app import jobs, keys
+from worker_app import jobs, keys, ratelimit
 from worker_app.config import get_settings
 from worker_app.dlq_store import Entry
 from worker_app.errors import (
@@ -31,6 +31,7 @@ from worker_app.errors import (
     InvalidPayload,
     PermanentError,
     PoisonPill,
+    RateLimited,
     UnsafeSerializer,
 )
 from worker_app.failures import handle_failure
@@ -121,6 +122,8 @@ class BaseTask(Task[Any, Any]):
     payload_model: type[BaseModel] | None = None
     #: Retries after the first attempt; None means ``ASYNQ_MAX_RETRY``.
     max_retries: int | None = None
+    #: Rate across all workers, e.g. ``"100/m"``; over it, jobs are deferred (no retry used).
+    global_rate_limit: str | None = None
     #: Base and cap of the backoff; None means ``ASYNQ_RETRY_BACKOFF`` / ``_MAX``.
     backoff: timedelta | float | None = None
     backoff_max: timedelta | float | None = None
@@ -130,6 +133,8 @@ class BaseTask(Task[Any, Any]):
         if cls.payload_model is not None:
             # The model checks the arguments; Celery's signature check would reject its fields.
             cls.typing = False
+        if cls.global_rate_limit is not None:
+            ratelimit.parse_rate(cls.global_rate_limit)  # a typo fails at import, not per job
 
     def retry_limit(self) -> int:
         """Retries this task gets after its first attempt."""
@@ -212,6 +217,10 @@ class BaseTask(Task[Any, Any]):
             logger.info("not run: the job was cancelled before it started")
             raise Ignore()
         try:
+            if self.global_rate_limit is not None:
+                wait = ratelimit.wait_for_token(self.name, self.global_rate_limit)
+                if wait > 0:
+                    raise RateLimited(f"rate limit {self.global_rate_limit} reached", delay=wait)
             if self.payload_model is not None:
                 args, kwargs = (validate_payload(self.payload_model, args, kwargs),), {}
             result = self.run(*args, **kwargs)
@@ -246,7 +255,7 @@ class BaseTask(Task[Any, Any]):
         """Publish the job again after ``exc.delay`` with its attempt count unchanged."""
         request = self.request
         sig = self.signature_from_request(request, countdown=exc.delay, retries=request.retries)
-        sig.apply_async()
+        sig.apply_async(headers={**(request.headers or {}), keys.DEFERRED: "1"})
         logger.info("deferred for %.3fs without using a retry: %s", exc.delay, exc)
         return Retry(str(exc), exc, when=exc.delay, sig=sig)  # type: ignore[arg-type]  # float is Real
 

@@ -349,6 +349,7 @@ def record_published(headers: dict[str, Any], body: Any, queue: str) -> None:
     args, kwargs = (
         (body[0], body[1]) if isinstance(body, list | tuple) and len(body) >= 2 else ([], {})
     )
+    fresh = retries == 0 and not headers.get(keys.DEFERRED)  # a deferral keeps the record
     store().published(
         str(job_id),
         name,
@@ -357,7 +358,7 @@ def record_published(headers: dict[str, Any], body: Any, queue: str) -> None:
         run_at,
         retries,
         {"args": args, "kwargs": kwargs},
-        reset=retries == 0,
+        reset=fresh,
     )
 
 

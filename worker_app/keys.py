@@ -75,3 +75,9 @@ RELEASE_BATCH = 500
 #: STRING per unique-job key (digest of task + payload, or the caller's key): the id of the
 #: job that holds the window; expires with the window (``unique_for`` seconds).
 UNIQUE = f"{PREFIX}:unique:"
+#: STRING per rate-limited task: its GCRA "theoretical arrival time" (Unix seconds); expires
+#: once the bucket is full again.
+RATE = f"{PREFIX}:rate:"
+#: Message header on a republish that only defers a job (rate limit, too many jobs): the job's
+#: record keeps its creation time and attempt count.
+DEFERRED = "x-deferred"
