@@ -163,3 +163,13 @@ def ledger(self: Any, run: str) -> None:
 def limited(self: Any, key: str) -> None:
     """At most 20 per second across every worker; records when it ran and its retry count."""
     _redis().rpush(key, json.dumps({"at": time.time(), "retries": self.request.retries}))
+
+
+@app.task(name="e2e.per_org", bind=True, concurrency_key="org", concurrency_limit=5)
+def per_org(self: Any, key: str, org: str) -> None:
+    """At most 5 per org at once across all workers; records when each run started and ended."""
+    started = time.time()
+    time.sleep(0.1)
+    _redis().rpush(
+        key, json.dumps({"id": self.request.id, "org": org, "start": started, "end": time.time()})
+    )

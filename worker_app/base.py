@@ -8,6 +8,7 @@ the failure handler; a :class:`Deferred` runs again later without using up a ret
 
 from __future__ import annotations
 
+import inspect
 import logging
 import random
 import time
@@ -21,7 +22,7 @@ from kombu.exceptions import OperationalError
 from pydantic import BaseModel, ValidationError
 from redis.exceptions import RedisError
 
-from worker_app import jobs, keys, ratelimit
+from worker_app import concurrency, jobs, keys, ratelimit
 from worker_app.config import get_settings
 from worker_app.dlq_store import Entry
 from worker_app.errors import (
@@ -32,6 +33,7 @@ from worker_app.errors import (
     PermanentError,
     PoisonPill,
     RateLimited,
+    TooManyJobs,
     UnsafeSerializer,
 )
 from worker_app.failures import handle_failure
@@ -124,6 +126,10 @@ class BaseTask(Task[Any, Any]):
     max_retries: int | None = None
     #: Rate across all workers, e.g. ``"100/m"``; over it, jobs are deferred (no retry used).
     global_rate_limit: str | None = None
+    #: Payload field whose value groups jobs for ``concurrency_limit`` (e.g. ``"org_id"``).
+    concurrency_key: str | None = None
+    #: At most this many jobs of one ``concurrency_key`` value run at once, across all workers.
+    concurrency_limit: int | None = None
     #: Base and cap of the backoff; None means ``ASYNQ_RETRY_BACKOFF`` / ``_MAX``.
     backoff: timedelta | float | None = None
     backoff_max: timedelta | float | None = None
@@ -223,7 +229,12 @@ class BaseTask(Task[Any, Any]):
                     raise RateLimited(f"rate limit {self.global_rate_limit} reached", delay=wait)
             if self.payload_model is not None:
                 args, kwargs = (validate_payload(self.payload_model, args, kwargs),), {}
-            result = self.run(*args, **kwargs)
+            slot = self._take_slot(job_id, args, kwargs)
+            try:
+                result = self.run(*args, **kwargs)
+            finally:
+                if slot is not None:
+                    concurrency.release(slot, job_id)
         except Cancelled:
             records.finished(job_id, "cancelled")
             logger.info("stopped: the job was cancelled while it ran")
@@ -250,6 +261,25 @@ class BaseTask(Task[Any, Any]):
             raise self.retry(exc=exc, countdown=delay, max_retries=self.retry_limit()) from exc
         records.finished(job_id, "succeeded", result=jobs.result_json(result))
         return result
+
+    def _take_slot(self, job_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+        """Hold a per-key slot for this run, or defer the job when the key is at its limit."""
+        if self.concurrency_key is None or self.concurrency_limit is None:
+            return None
+        if len(args) == 1 and isinstance(args[0], BaseModel):
+            value = getattr(args[0], self.concurrency_key, None)
+        else:  # plain arguments, passed by position or by name
+            bound = inspect.signature(self.run).bind_partial(*args, **kwargs).arguments
+            value = bound.get(self.concurrency_key)
+        slot = concurrency.slot_key(self.name, value)
+        limits = self.request.timelimit or (None, None)
+        lease = float(limits[0] or get_settings().asynq_task_timeout.total_seconds()) + 5.0
+        if not concurrency.acquire(slot, job_id, self.concurrency_limit, lease):
+            raise TooManyJobs(
+                f"{self.concurrency_limit} jobs of {self.concurrency_key}={value} already running",
+                delay=concurrency.recheck_delay(),
+            )
+        return slot
 
     def _defer(self, exc: Deferred) -> Retry:
         """Publish the job again after ``exc.delay`` with its attempt count unchanged."""

@@ -81,3 +81,6 @@ RATE = f"{PREFIX}:rate:"
 #: Message header on a republish that only defers a job (rate limit, too many jobs): the job's
 #: record keeps its creation time and attempt count.
 DEFERRED = "x-deferred"
+#: ZSET per (task, key value) of per-key concurrency: job id -> lease expiry (Unix seconds).
+#: A lease lasts the attempt's hard time limit, so a crashed worker's slot frees itself.
+SLOTS = f"{PREFIX}:slots:"
