@@ -173,3 +173,11 @@ def per_org(self: Any, key: str, org: str) -> None:
     _redis().rpush(
         key, json.dumps({"id": self.request.id, "org": org, "start": started, "end": time.time()})
     )
+
+
+@app.task(name="e2e.tick", bind=True)
+def tick(self: Any, key: str, seconds: float = 0.0) -> None:
+    """A periodic job: records its job id and when it started and ended."""
+    started = time.time()
+    time.sleep(seconds)
+    _redis().rpush(key, json.dumps({"id": self.request.id, "start": started, "end": time.time()}))

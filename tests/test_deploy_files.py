@@ -75,7 +75,7 @@ def test_env_example_lists_every_setting_and_its_values_are_valid(
 def test_compose_services_match_the_code() -> None:
     data = compose()
     services = data["services"]
-    assert set(services) == {"redis", "worker", "flower", "web"}
+    assert set(services) == {"redis", "worker", "beat", "flower", "web"}
     redis = services["redis"]
     assert "--appendonly" in command_of(redis) and "yes" in command_of(redis)
     volume = redis["volumes"][0].split(":")[0]
@@ -104,7 +104,7 @@ def test_the_worker_outlives_its_shutdown_timeout_before_compose_kills_it() -> N
 def test_procfile_runs_the_same_commands_as_compose() -> None:
     processes = procfile()
     services = compose()["services"]
-    assert set(processes) == {"web", "worker", "flower"}
+    assert set(processes) == {"web", "worker", "beat", "flower"}
     for name, line in processes.items():
         if name != "web":
             check_celery_command(shlex.split(line))
@@ -112,7 +112,14 @@ def test_procfile_runs_the_same_commands_as_compose() -> None:
 
 
 def test_the_worker_probes_are_worker_app_health() -> None:
-    assert compose()["services"]["worker"]["healthcheck"]["test"] == ["CMD", "worker-app", "health"]
+    services = compose()["services"]
+    assert services["worker"]["healthcheck"]["test"] == ["CMD", "worker-app", "health"]
+    assert services["beat"]["healthcheck"]["test"] == [
+        "CMD",
+        "worker-app",
+        "health",
+        "--scheduler",
+    ]
     assert "HEALTHCHECK" in (ROOT / "Dockerfile").read_text()
     assert '["worker-app", "health"]' in (ROOT / "Dockerfile").read_text()
 

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit, urlunsplit
 from celery import Celery
 from kombu import Exchange, Queue
 
+from worker_app import keys
 from worker_app.config import ConfigError, Settings, get_settings, sentinel_master
 from worker_app.redis_client import HEALTH_CHECK_INTERVAL, SOCKET_CONNECT_TIMEOUT, SOCKET_TIMEOUT
 
@@ -132,6 +133,32 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_send_sent_event": True,
         "worker_hijack_root_logger": False,
         "imports": ("worker_app.tasks",),
+        **_beat_config(settings, socket_options, use_ssl),
+    }
+
+
+def _beat_config(
+    settings: Settings, socket_options: dict[str, Any], use_ssl: dict[str, Any] | None
+) -> dict[str, Any]:
+    """celery-redbeat on the app's Redis: schedule and lock under worker_app's prefix."""
+    # Retry a lost connection without end (-1): beat waits out a Redis outage.
+    options: dict[str, Any] = {**socket_options, "retry_period": -1}
+    url = settings.redis_url
+    if url.startswith("sentinel://"):
+        hosts = [urlsplit(part) for part in url.split(";")]
+        options["sentinels"] = [(h.hostname, h.port or 26379) for h in hosts]
+        options["service_name"] = sentinel_master(url)
+        if hosts[0].password:
+            options["password"] = hosts[0].password
+        url = "redis-sentinel://"
+    return {
+        "beat_scheduler": "worker_app.beat:Scheduler",
+        "beat_max_loop_interval": keys.BEAT_TICK_MAX,
+        "redbeat_redis_url": url,
+        "redbeat_redis_options": options,
+        "redbeat_redis_use_ssl": use_ssl,
+        "redbeat_key_prefix": keys.BEAT,
+        "redbeat_lock_timeout": keys.BEAT_LOCK_TTL,
     }
 
 

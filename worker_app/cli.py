@@ -80,11 +80,17 @@ def enqueue_command(
 @cli.command("health")
 @click.option("--node", default=None, help="Worker node name (default: celery@<this host>).")
 @click.option("--any", "any_worker", is_flag=True, help="Healthy if any worker beats.")
-def health_command(node: str | None, any_worker: bool) -> None:
+@click.option(
+    "--scheduler", is_flag=True, help="Healthy while a beat process holds the scheduler lock."
+)
+def health_command(node: str | None, any_worker: bool, scheduler: bool) -> None:
     """Exit 0 while the worker's heartbeat is fresh, 1 with the reason otherwise."""
-    from worker_app.health import check, default_node
+    from worker_app.health import check, check_scheduler, default_node
 
-    ok, message = check(None if any_worker else (node or default_node()))
+    if scheduler:
+        ok, message = check_scheduler()
+    else:
+        ok, message = check(None if any_worker else (node or default_node()))
     click.echo(message, err=not ok)
     sys.exit(0 if ok else 1)
 
@@ -121,14 +127,46 @@ def queues_command(as_json: bool) -> None:
         )
 
 
+@cli.command("schedules")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def schedules_command(as_json: bool) -> None:
+    """The periodic jobs declared in code, with their last and next run."""
+    import redis
+
+    from worker_app.celery import app
+    from worker_app.schedules import states
+
+    app.loader.import_default_modules()  # declarations live beside their tasks
+    try:
+        rows = states()
+    except redis.RedisError as exc:
+        _fail(f"Redis is unreachable: {exc}")
+    if as_json:
+        click.echo(json.dumps([row.as_dict() for row in rows], indent=2))
+        return
+    if not rows:
+        click.echo("no periodic jobs are declared")
+        return
+    click.echo(
+        f"{'NAME':<32} {'SCHEDULE':<20} {'TASK':<24} {'LAST RUN':<20} {'STATUS':<10} "
+        f"{'NEXT RUN':<20} {'SKIPPED':>7}"
+    )
+    for row in rows:
+        data = row.as_dict()
+        click.echo(
+            f"{row.name:<32} {row.timing:<20} {row.task:<24} {data['last_run_at'] or '-':<20.19} "
+            f"{row.last_status or '-':<10} {data['next_run_at'] or '-':<20.19} {row.skipped:>7}"
+        )
+
+
 @cli.command("dev")
 @click.option("--demo/--no-demo", default=False, help="Enqueue a small demo batch at start.")
 @click.option(
     "--api-port", default=8000, show_default=True, help="Port of the job API (0: no API)."
 )
 def dev_command(demo: bool, api_port: int) -> None:
-    """The job API and an embedded worker on every queue, in one process (starts a private
-    Redis if needed)."""
+    """The job API, an embedded worker on every queue and the scheduler of periodic jobs, in one
+    process (starts a private Redis if needed)."""
     from worker_app.devredis import ensure_redis
 
     with ensure_redis() as redis_url:
@@ -150,6 +188,7 @@ def dev_command(demo: bool, api_port: int) -> None:
             str(settings.asynq_concurrency),
             "--loglevel",
             (settings.log_level or "info").upper(),
+            "--beat",  # periodic jobs too, with the same scheduler as `celery -A worker_app beat`
         ]
         try:
             app.worker_main(argv)

@@ -57,3 +57,15 @@ def check(node: str | None = None) -> tuple[bool, str]:
     if age > limit:
         return False, f"unhealthy: last heartbeat of {name} is {age:.1f}s old (limit {limit:.0f}s)"
     return True, f"ok: {name} beat {age:.1f}s ago"
+
+
+def check_scheduler() -> tuple[bool, str]:
+    """Whether some beat process holds the scheduler lock (periodic jobs are being sent)."""
+    try:
+        ttl_ms = get_redis().pttl(keys.BEAT_LOCK)
+    except redis.RedisError as exc:
+        return False, f"unhealthy: Redis is unreachable ({exc})"
+    if ttl_ms is None or ttl_ms < 0:
+        return False, "unhealthy: no scheduler holds the lock (no beat running, or none active)"
+    renewed = keys.BEAT_LOCK_TTL - ttl_ms / 1000
+    return True, f"ok: a scheduler holds the lock, renewed {max(0.0, renewed):.1f}s ago"

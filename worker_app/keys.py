@@ -84,3 +84,20 @@ DEFERRED = "x-deferred"
 #: ZSET per (task, key value) of per-key concurrency: job id -> lease expiry (Unix seconds).
 #: A lease lasts the attempt's hard time limit, so a crashed worker's slot frees itself.
 SLOTS = f"{PREFIX}:slots:"
+
+# Periodic jobs ------------------------------------------------------------------------------
+#: Prefix of celery-redbeat's keys: its schedule ZSET, one HASH per schedule (definition and
+#: last run) and the scheduler lock, kept apart from everything else of the app.
+BEAT = f"{PREFIX}:beat:"
+#: STRING, the scheduler lock (redbeat names it prefix + ":lock"): held by the active beat.
+BEAT_LOCK = f"{BEAT}:lock"
+#: Seconds the lock outlives its holder's last renewal: a standby takes over within
+#: BEAT_LOCK_TTL + BEAT_TICK_MAX (30 s) of the active scheduler's death.
+BEAT_LOCK_TTL = 25
+#: Longest sleep between two beat ticks, in seconds; every tick renews the lock, so it is also
+#: how often a standby tries to take the lock.
+BEAT_TICK_MAX = 5.0
+#: HASH schedule name -> id of its latest run: a slot is skipped while that job is unfinished.
+PERIODIC_LAST = f"{PREFIX}:periodic:last"
+#: HASH schedule name -> slots skipped because the previous run had not finished, ever.
+PERIODIC_SKIPPED = f"{PREFIX}:periodic:skipped"

@@ -8,6 +8,7 @@ import time
 from pydantic import BaseModel, Field
 
 from worker_app.celery import app
+from worker_app.schedules import periodic
 
 logger = logging.getLogger(__name__)
 
@@ -25,3 +26,11 @@ def cleanup(payload: CleanupPayload) -> int:
     removed = payload.older_than_days // 10
     logger.info("removed %d stale draft(s) older than %d days", removed, payload.older_than_days)
     return removed
+
+
+periodic(
+    "maintenance.cleanup-nightly",
+    "maintenance.cleanup",
+    cron="0 3 * * *",
+    payload={"older_than_days": 30},
+)
