@@ -34,11 +34,13 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-bench: install  ## side-by-side measurements on a private redis-server (a few minutes)
+bench: install  ## worker_app vs vanilla Celery vs Dramatiq, side by side on private redis-servers
+	$(BIN)/python -m bench.compare --json bench/results.json
 	$(BIN)/python -m bench.queue_order
 	$(BIN)/python -m bench.dlq
 
-bench-quick: install
+bench-quick: install  ## the same, small (under 3 minutes)
+	$(BIN)/python -m bench.compare --quick
 	$(BIN)/python -m bench.queue_order --quick
 	$(BIN)/python -m bench.dlq --entries 2000
 

@@ -24,3 +24,11 @@ def noop() -> None:
 @app.task(name="bench.stamp")
 def stamp(key: str) -> None:
     _redis().rpush(key, time.time())
+
+
+@app.task(name="bench.work")
+def work(sent_at: float = 0.0) -> None:
+    """The comparison's task body (bench.body), as a worker_app task."""
+    from bench.body import body
+
+    body(sent_at)

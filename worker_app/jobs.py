@@ -195,24 +195,25 @@ class JobStore:
         payload: Any,
         *,
         reset: bool,
+        client: Any = None,
     ) -> str:
-        now = time.time()
-        return _text(
-            self._published(
-                args=[
-                    P,
-                    job_id,
-                    task,
-                    queue,
-                    status,
-                    now,
-                    run_at,
-                    attempt,
-                    json.dumps(payload, default=str),
-                    "1" if reset else "0",
-                ]
-            )
-        )
+        """Create or move the record of a publish; ``client`` may be a caller's pipeline."""
+        args: list[str | float] = [
+            P,
+            job_id,
+            task,
+            queue,
+            status,
+            time.time(),
+            run_at,
+            attempt,
+            json.dumps(payload, default=str),
+            "1" if reset else "0",
+        ]
+        if client is not None:
+            self._published(args=args, client=client)  # answered when the pipeline runs
+            return ""
+        return _text(self._published(args=args))
 
     def started(
         self, job_id: str, attempt: int, hostname: str, queue: str = "", waited: float | None = None

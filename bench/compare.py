@@ -1,0 +1,368 @@
+"""worker_app against vanilla Celery 5.7 and Dramatiq, side by side in one run, same task body.
+
+    python -m bench.compare [--quick] [--jobs N] [--reps N] [--json PATH]
+
+One private ``redis-server`` is the broker of all three (flushed between systems) and a second
+one counts executions, so the broker's ``INFO commandstats`` holds only what each system spends.
+For each system and repetition: enqueue rate with the plain call and with the batch call
+(each in a fresh producer process, so no system's signal receivers see another's publishes),
+drain rate of a 2-process worker over a pre-loaded queue, Redis commands per job (producer and
+worker side), peak RSS of the worker's process tree, enqueue-to-start latency (p50 / p99) of
+jobs sent one at a time to an idle worker, and the idle worker's CPU. Systems are interleaved
+within each repetition, so drift on a shared machine hits all of them.
+
+Configurations: worker_app as shipped (acks_late, prefetch 1, weighted queue order, job records,
+the DLQ failure handler, leases, the stats line, task events for Flower), ``-c 2``; vanilla
+Celery with every default (prefork, one process per core: 2 here, no result backend); Dramatiq
+with every default (RedisBroker, one process per core, 8 threads each).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+SYSTEMS = ("worker_app", "celery", "dramatiq")
+
+WORKERS = {
+    "worker_app": [
+        str(BIN / "celery"),
+        "-A",
+        "worker_app",
+        "worker",
+        "--include",
+        "bench.tasks",
+        "--concurrency",
+        "2",
+        "--loglevel",
+        "WARNING",
+    ],
+    "celery": [str(BIN / "celery"), "-A", "bench.vanilla", "worker", "--loglevel", "WARNING"],
+    "dramatiq": [str(BIN / "dramatiq"), "bench.dramatiq_app"],
+}
+
+
+# Producer side: runs in a child process of its own (``--produce``) ---------------------------
+
+
+def _producer(system: str) -> tuple[Any, Any]:
+    """The plain call and the batch call of ``system``: each takes how many jobs to send."""
+    if system == "worker_app":
+        from bench.tasks import work
+        from worker_app.batch import enqueue_many
+        from worker_app.client import enqueue
+
+        def plain(sent_at: float = 0.0) -> None:
+            enqueue(work, {"sent_at": sent_at})
+
+        def batch(n: int) -> None:
+            enqueue_many(work, [{"sent_at": 0.0}] * n)
+
+        return plain, batch
+    if system == "celery":
+        from bench.vanilla import app
+        from bench.vanilla import work as vanilla_work
+
+        def batch_celery(n: int) -> None:
+            with app.producer_or_acquire() as producer:
+                for _ in range(n):
+                    vanilla_work.apply_async(kwargs={"sent_at": 0.0}, producer=producer)
+
+        return (lambda sent_at=0.0: vanilla_work.delay(sent_at=sent_at)), batch_celery
+    import dramatiq
+
+    from bench.dramatiq_app import work as dramatiq_work
+
+    def batch_dramatiq(n: int) -> None:
+        dramatiq.group(dramatiq_work.message(0.0) for _ in range(n)).run()  # type: ignore[no-untyped-call]
+
+    return (lambda sent_at=0.0: dramatiq_work.send(sent_at)), batch_dramatiq
+
+
+def produce(system: str, mode: str, jobs: int) -> None:
+    """Child process: send ``jobs`` jobs by ``mode`` and print the rate and commands as JSON."""
+    import redis
+
+    broker = redis.Redis.from_url(os.environ["BENCH_BROKER_URL"])
+    plain, batch = _producer(system)
+    plain()  # connections, scripts and imports warmed up before the clock starts
+    before = total_commands(broker)
+    started = time.perf_counter()
+    if mode == "plain":
+        for _ in range(jobs):
+            plain()
+    elif mode == "batch":
+        batch(jobs)
+    else:  # latency: one job at a time, each carrying the time it was sent
+        for _ in range(jobs):
+            plain(time.time())
+            time.sleep(0.01)
+    elapsed = time.perf_counter() - started
+    spent = total_commands(broker) - before
+    print(json.dumps({"rate": jobs / elapsed, "commands": spent / jobs}))
+
+
+# Measuring side ---------------------------------------------------------------------------
+
+
+def total_commands(client: Any) -> int:
+    """Commands Redis has run, from ``INFO commandstats`` (scripts' inner calls included)."""
+    stats = client.info("commandstats")
+    return sum(int(v["calls"]) for k, v in stats.items() if k.startswith("cmdstat_"))
+
+
+def process_tree(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        each = todo.pop()
+        found.append(each)
+        try:
+            children = Path(f"/proc/{each}/task/{each}/children").read_text().split()
+        except OSError:
+            continue
+        todo.extend(int(child) for child in children)
+    return found
+
+
+def tree_rss_mb(pid: int) -> float:
+    total = 0
+    for each in process_tree(pid):
+        try:
+            for line in Path(f"/proc/{each}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total / 1024
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    total = 0
+    for each in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def wait(condition: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"benchmark timed out waiting for {what}")
+        time.sleep(0.005)
+
+
+class Run:
+    """One repetition of one system against the shared servers."""
+
+    def __init__(self, system: str, env: dict[str, str], broker: Any, counter: Any, workdir: Path):
+        self.system = system
+        self.env = env
+        self.broker = broker
+        self.counter = counter
+        self.workdir = workdir
+
+    def child(self, mode: str, jobs: int) -> dict[str, float]:
+        argv = [sys.executable, "-m", "bench.compare", "--produce", self.system, mode, str(jobs)]
+        done = subprocess.run(
+            argv, cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=900, check=False
+        )
+        if done.returncode != 0:
+            raise SystemExit(f"{self.system} producer ({mode}) failed:\n{done.stderr[-2000:]}")
+        result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+        return result
+
+    def done(self) -> int:
+        return int(self.counter.get("done") or 0)
+
+    def measure(self, jobs: int, latency_jobs: int, idle_seconds: float) -> dict[str, float]:
+        self.broker.flushall()
+        self.counter.flushall()
+        plain = self.child("plain", jobs)
+        self.broker.flushall()
+        batch = self.child("batch", jobs)
+        log = open(self.workdir / f"{self.system}.log", "ab")  # noqa: SIM115 - closed below
+        worker = subprocess.Popen(
+            WORKERS[self.system], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+        )
+        peak = [0.0]
+        sampling = threading.Event()
+
+        def sample() -> None:
+            while not sampling.is_set():
+                peak[0] = max(peak[0], tree_rss_mb(worker.pid))
+                time.sleep(0.1)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        try:
+            wait(lambda: self.done() >= 1, 120, f"{self.system} to start working")
+            first, commands = self.done(), total_commands(self.broker)
+            started = time.perf_counter()
+            wait(lambda: self.done() >= jobs, 900, f"{self.system} to drain {jobs} jobs")
+            drain = (jobs - first) / (time.perf_counter() - started)
+            worker_commands = (total_commands(self.broker) - commands) / (jobs - first)
+            sampling.set()
+            time.sleep(1.0)  # let the worker settle into idling
+            cpu, wall = tree_cpu_seconds(worker.pid), time.monotonic()
+            time.sleep(idle_seconds)
+            idle = 100.0 * (tree_cpu_seconds(worker.pid) - cpu) / (time.monotonic() - wall)
+            self.counter.delete("latency")
+            before = self.done()
+            self.child("latency", latency_jobs)
+            wait(lambda: self.done() >= before + latency_jobs, 120, "the latency jobs")
+            waits = sorted(1000.0 * float(x) for x in self.counter.lrange("latency", 0, -1))
+        finally:
+            sampling.set()
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()
+            log.close()
+        return {
+            "enqueue_per_s": plain["rate"],
+            "enqueue_batch_per_s": batch["rate"],
+            "drain_per_s": drain,
+            "latency_ms_p50": statistics.median(waits),
+            "latency_ms_p99": waits[min(len(waits) - 1, int(len(waits) * 0.99))],
+            "commands_per_job": plain["commands"] + worker_commands,
+            "commands_enqueue": plain["commands"],
+            "commands_worker": worker_commands,
+            "peak_rss_mb": peak[0],
+            "idle_cpu_percent": idle,
+        }
+
+
+FIGURES = (
+    # name, unit, True when higher is better
+    ("enqueue_per_s", "jobs/s", True),
+    ("enqueue_batch_per_s", "jobs/s", True),
+    ("drain_per_s", "jobs/s", True),
+    ("latency_ms_p50", "ms", False),
+    ("latency_ms_p99", "ms", False),
+    ("commands_per_job", "cmds", False),
+    ("peak_rss_mb", "MB", False),
+    ("idle_cpu_percent", "% core", False),
+)
+
+
+def summarize(results: dict[str, list[dict[str, float]]]) -> dict[str, Any]:
+    summary: dict[str, Any] = {}
+    for system, runs in results.items():
+        summary[system] = {}
+        for name, _, _ in (*FIGURES, ("commands_enqueue", "", False), ("commands_worker", "", 0)):
+            values = [run[name] for run in runs]
+            summary[system][name] = {
+                "median": statistics.median(values),
+                "min": min(values),
+                "max": max(values),
+            }
+    return summary
+
+
+def table(summary: dict[str, Any]) -> str:
+    def cell(system: str, name: str) -> float:
+        return float(summary[system][name]["median"])
+
+    lines = [
+        f"{'figure':<22} {'worker_app':>12} {'spread':>15} {'celery':>10} {'dramatiq':>10} "
+        f"{'vs celery':>10} {'vs dramatiq':>12}"
+    ]
+    for name, unit, _ in FIGURES:
+        ours, base, peer = (cell(s, name) for s in SYSTEMS)
+        low, high = summary["worker_app"][name]["min"], summary["worker_app"][name]["max"]
+        lines.append(
+            f"{name + ' (' + unit + ')':<22} {ours:>12.1f} {f'{low:.1f}-{high:.1f}':>15} "
+            f"{base:>10.1f} {peer:>10.1f} {ours / base if base else 0:>9.2f}x "
+            f"{ours / peer if peer else 0:>11.2f}x"
+        )
+    enq, work = cell("worker_app", "commands_enqueue"), cell("worker_app", "commands_worker")
+    lines.append(f"worker_app commands per job: {enq:.1f} enqueue + {work:.1f} worker")
+    lines.append(
+        "enqueue_many vs vanilla .delay() loop: "
+        f"{cell('worker_app', 'enqueue_batch_per_s') / cell('celery', 'enqueue_per_s'):.1f}x"
+    )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a smoke run: fewer jobs, one rep")
+    parser.add_argument("--jobs", type=int, help="jobs per drain (default 20000, quick 3000)")
+    parser.add_argument("--reps", type=int, help="repetitions (default 3, quick 1)")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--produce", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.produce:
+        system, mode, jobs = args.produce
+        produce(system, mode, int(jobs))
+        return
+    jobs = args.jobs or (3000 if args.quick else 20000)
+    reps = args.reps or (1 if args.quick else 3)
+    latency_jobs, idle_seconds = (100, 3.0) if args.quick else (300, 10.0)
+
+    import redis
+
+    from worker_app.devredis import RedisServer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        broker_server = RedisServer(workdir / "broker", appendonly=False)
+        counter_server = RedisServer(workdir / "counter", appendonly=False)
+        broker_server.start()
+        counter_server.start()
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("ASYNQ_")},
+            "PYTHONPATH": str(ROOT),
+            "APP_ENV": "test",
+            "LOG_LEVEL": "warning",
+            "REDIS_URL": broker_server.url,
+            "BENCH_BROKER_URL": broker_server.url,
+            "BENCH_COUNTER_URL": counter_server.url,
+        }
+        broker = redis.Redis.from_url(broker_server.url)
+        counter = redis.Redis.from_url(counter_server.url)
+        results: dict[str, list[dict[str, float]]] = {system: [] for system in SYSTEMS}
+        try:
+            for rep in range(reps):
+                for system in SYSTEMS:
+                    figures = Run(system, env, broker, counter, workdir).measure(
+                        jobs, latency_jobs, idle_seconds
+                    )
+                    results[system].append(figures)
+                    print(
+                        f"rep {rep + 1}/{reps} {system}: "
+                        + ", ".join(f"{k} {v:.1f}" for k, v in figures.items()),
+                        flush=True,
+                    )
+        finally:
+            broker_server.stop()
+            counter_server.stop()
+    summary = summarize(results)
+    print(f"\n{jobs} jobs per drain, {reps} repetition(s), medians; spread is worker_app's range")
+    print(table(summary))
+    if args.json:
+        args.json.write_text(
+            json.dumps({"jobs": jobs, "repetitions": reps, "summary": summary}, indent=2)
+        )
+
+
+if __name__ == "__main__":
+    main()

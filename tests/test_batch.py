@@ -1,0 +1,62 @@
+"""enqueue_many: validated first, published in one round trip, each job run and tracked as if
+enqueued alone (a real worker on the private Redis)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+import redis
+
+from tests import e2e_tasks
+from tests.conftest import Worker, wait_until
+from worker_app import jobs, keys
+from worker_app.batch import enqueue_many
+from worker_app.errors import InvalidPayload, UnknownQueue
+
+
+def test_a_batch_runs_every_job_once_and_tracks_each(
+    worker: Worker, redis_client: redis.Redis
+) -> None:
+    key = f"batch:{uuid.uuid4()}"
+    ids = enqueue_many("e2e.record", [{"key": key, "value": n} for n in range(500)])
+    assert len(set(ids)) == 500
+    wait_until(lambda: redis_client.llen(key) >= 500, 60, "500 batch jobs to run")
+    time.sleep(0.5)
+    assert sorted(int(v) for v in redis_client.lrange(key, 0, -1)) == list(range(500))
+    store = jobs.store()
+    wait_until(
+        lambda: all((job := store.get(i)) is not None and job.status == "succeeded" for i in ids),
+        30,
+        "every record to say succeeded",
+    )
+    first = store.get(ids[0])
+    assert first is not None and first.type == "e2e.record" and first.queue == "default"
+    assert first.payload == {"args": [], "kwargs": {"key": key, "value": 0}}
+
+
+def test_one_invalid_payload_publishes_nothing(redis_client: redis.Redis) -> None:
+    key = f"batch:{uuid.uuid4()}"
+    before = redis_client.llen("default"), redis_client.zcard(keys.JOBS_INDEX)
+    payloads = [{"key": key, "value": 1}, {"key": key, "value": -1}, {"key": key, "value": 2}]
+    with pytest.raises(InvalidPayload, match="payload #1: invalid RecordPayload: value"):
+        enqueue_many(e2e_tasks.record, payloads)
+    with pytest.raises(UnknownQueue):
+        enqueue_many(e2e_tasks.record, payloads[:1], queue="nope")
+    assert (redis_client.llen("default"), redis_client.zcard(keys.JOBS_INDEX)) == before
+    assert enqueue_many(e2e_tasks.record, []) == []
+
+
+def test_a_delayed_batch_waits_in_redis_and_runs_when_due(
+    worker: Worker, redis_client: redis.Redis
+) -> None:
+    key = f"batch:{uuid.uuid4()}"
+    ids = enqueue_many(
+        "e2e.record", [{"key": key, "value": n} for n in range(20)], countdown=3, queue="low"
+    )
+    assert redis_client.zcard(keys.DELAYED) >= 20
+    record = jobs.store().get(ids[0])
+    assert record is not None and record.status == "scheduled" and record.queue == "low"
+    assert redis_client.llen(key) == 0
+    wait_until(lambda: redis_client.llen(key) >= 20, 30, "the delayed batch to run")
