@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 import httpx
@@ -54,13 +55,17 @@ def test_flower_requires_credentials_lists_the_worker_and_counts_tasks(tmp_path:
             return workers.status_code == 200 and worker.node in workers.json()
 
         wait_until(lists_worker, 30, "Flower to list the test worker")
-        enqueue("alerts.send", {"user_id": 1, "message": "seen by flower"})
 
+        # Workers send task events only once a Flower has asked for them (it broadcasts
+        # enable_events every 5 s), so jobs keep coming until one is counted.
         def counted() -> bool:
+            enqueue("alerts.send", {"user_id": 1, "message": "seen by flower"})
+            time.sleep(0.5)
             text = httpx.get(f"{url}/metrics", timeout=10).text
             return 'flower_events_total{task="alerts.send",type="task-succeeded"' in text
 
         wait_until(counted, 30, "Flower's task counters")
+        assert "Events of group {task} enabled by remote" in worker.log()
     finally:
         flower.terminate()
         flower.wait(timeout=20)

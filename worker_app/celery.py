@@ -92,18 +92,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # kombu's Redis transport, guarded: a queue item that is not a message is dead-lettered.
         "broker_transport": f"worker_app.transport:{transport_class}",
         "worker_consumer": "worker_app.consumer:Consumer",
-        "result_backend": url,
+        # Results are read from job records, which every job has anyway: nothing is written
+        # per task for Celery's result API (AsyncResult.get and .state still work).
+        "result_backend": "worker_app.results:JobRecordBackend",
         "broker_transport_options": transport,
-        "result_backend_transport_options": {**url_options, "retry_policy": {"timeout": 5.0}},
         "broker_use_ssl": use_ssl,
-        "redis_backend_use_ssl": use_ssl,
         "broker_connection_retry_on_startup": True,
         "broker_connection_timeout": SOCKET_CONNECT_TIMEOUT,
-        "redis_socket_timeout": SOCKET_TIMEOUT,
-        "redis_socket_connect_timeout": SOCKET_CONNECT_TIMEOUT,
-        "redis_socket_keepalive": True,
-        "redis_backend_health_check_interval": HEALTH_CHECK_INTERVAL,
-        "redis_retry_on_timeout": False,
         # JSON only, both ways: pickle is refused on receipt and never produced.
         "task_serializer": "json",
         "result_serializer": "json",
@@ -128,9 +123,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_create_missing_queues": False,
         "task_routes": ("worker_app.queues:route_task",),
         "task_publish_retry_policy": PUBLISH_RETRY_POLICY,
-        # Flower shows tasks only when workers and producers send events.
-        "worker_send_task_events": True,
-        "task_send_sent_event": True,
+        # Task events cost a PUBLISH per state change, read only by Flower: off until a Flower
+        # asks for them (it sends enable_events to every worker every few seconds while it runs).
+        "worker_send_task_events": False,
+        "task_send_sent_event": False,
         "worker_hijack_root_logger": False,
         "imports": ("worker_app.tasks",),
         **_beat_config(settings, socket_options, use_ssl),

@@ -7,16 +7,24 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from queue import Empty
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
+from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
+from kombu.utils.json import dumps as kombu_dumps
 
 from worker_app import delays, keys
 from worker_app.poison import dead_letter, raw_entry
 
 logger = logging.getLogger(__name__)
+
+# The in-memory bookkeeping of kombu's QoS, below its Redis layer.
+virtual_qos_append = virtual.QoS.append
+virtual_qos_ack = virtual.QoS.ack
 
 
 class MalformedEnvelope(ValueError):
@@ -36,7 +44,22 @@ def _envelope(item: bytes) -> dict[str, Any]:
 
 class GuardedChannelMixin:
     """Reads the BRPOP reply like kombu, checking the envelope before delivering it; parks
-    messages due later in Redis instead of the queue."""
+    messages due later in Redis instead of the queue; reuses one client object."""
+
+    _sync_client: Any = None
+
+    @contextmanager
+    def conn_or_acquire(self: Any, client: Any = None) -> Iterator[Any]:
+        # kombu builds a new redis-py client (a ~170-entry callback table) for every command
+        # it sends outside BRPOP: twice per message. One client over the same connection pool
+        # does the same job; a new pool (after a reconnect) gets a new client.
+        if client:
+            yield client
+            return
+        cached = self._sync_client
+        if cached is None or cached.connection_pool is not self.pool:
+            cached = self._sync_client = self._create_client()
+        yield cached
 
     def _put(self: Any, queue: str, message: dict[str, Any], **kwargs: Any) -> Any:
         due = delays.due_at(message)
@@ -71,10 +94,50 @@ class GuardedChannelMixin:
             self._flush_brpop_reauth()
 
 
+# KEYS: unacked index, unacked hash. ARGV: now, delivery tag, the message as kombu stores it.
+_HOLD = """
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+"""
+# KEYS: unacked index, unacked hash. ARGV: delivery tag.
+_RELEASE = """
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+"""
+
+
 class QoS(kombu_redis.QoS):
-    """Logs each message the periodic sweep puts back because its lease expired."""
+    """kombu's acks for Redis, each one script call instead of a MULTI pipeline (one command
+    fewer, and no pipeline object per message); logs each message the periodic sweep puts back
+    because its lease expired."""
 
     _sweeping = False
+    _scripts: tuple[Any, Any] | None = None
+
+    def _hold_release(self, client: Any) -> tuple[Any, Any]:
+        if self._scripts is None:
+            self._scripts = (client.register_script(_HOLD), client.register_script(_RELEASE))
+        return self._scripts
+
+    def append(self, message: Any, delivery_tag: Any) -> None:
+        delivery = message.delivery_info
+        raw = kombu_dumps([message._raw, delivery["exchange"], delivery["routing_key"]])
+        with self.channel.conn_or_acquire() as client:  # type: ignore[attr-defined]
+            hold, _ = self._hold_release(client)
+            hold(
+                keys=[self.unacked_index_key, self.unacked_key],
+                args=[time.time(), delivery_tag, raw],
+                client=client,
+            )
+        virtual_qos_append(self, message, delivery_tag)
+
+    def ack(self, delivery_tag: Any) -> None:
+        with self.channel.conn_or_acquire() as client:  # type: ignore[attr-defined]
+            _, release = self._hold_release(client)
+            release(
+                keys=[self.unacked_index_key, self.unacked_key], args=[delivery_tag], client=client
+            )
+        virtual_qos_ack(self, delivery_tag)
 
     def restore_visible(self, *args: Any, **kwargs: Any) -> Any:
         self._sweeping = True
