@@ -132,8 +132,11 @@ def test_bulk_requeue_delete_and_purge_ask_first_and_act_on_the_filtered_set(
     page.click("#requeue-filtered")
     expect(page.locator(".notice")).to_have_text("Requeued 3 jobs.")
     expect(page.locator("#entries")).to_have_count(0)
-    for job_id in batch:
-        wait_until(lambda j=job_id: status_of(j) == "succeeded", 30, f"job {job_id} to succeed")
+    wait_until(
+        lambda: all(status_of(job_id) == "succeeded" for job_id in batch),
+        30,
+        "the requeued jobs to succeed",
+    )
 
     doomed, kept = dead_letter("delete me"), dead_letter("purge me")
     page.goto(f"/ui/dlq/{doomed}")
