@@ -45,7 +45,7 @@ def _wants_html(request: Request) -> bool:
 def _add_error_pages(console: FastAPI) -> None:
     @console.exception_handler(LoginRequired)
     def _login(request: Request, exc: LoginRequired) -> Response:
-        if _wants_html(request) and request.method == "GET":
+        if exc.browser and _wants_html(request) and request.method == "GET":
             target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
             login = f"{base_path(request)}/login?{urlencode({'next': target})}"
             return RedirectResponse(login, status_code=303)

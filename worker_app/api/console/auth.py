@@ -31,7 +31,12 @@ FORM_MAX = 16 * 1024
 
 
 class LoginRequired(Exception):
-    """No valid bearer token or session: HTML clients go to the login form, others get 401."""
+    """No valid bearer token or session: browsers go to the login form, others get 401."""
+
+    def __init__(self, message: str, *, browser: bool = True) -> None:
+        super().__init__(message)
+        #: False when a program sent a wrong bearer token: it gets 401, never a login form.
+        self.browser = browser
 
 
 class CsrfRejected(Exception):
@@ -128,7 +133,7 @@ def viewer(request: Request) -> Viewer:
     if scheme.lower() == "bearer" and given:
         if token_matches(given.strip()):
             return Viewer("bearer")
-        raise LoginRequired("wrong bearer token")
+        raise LoginRequired("wrong bearer token", browser=False)
     if nonce:
         return Viewer("session", nonce)
     raise LoginRequired("log in first")
