@@ -153,6 +153,18 @@ def test_bulk_requeue_delete_and_purge_ask_first_and_act_on_the_filtered_set(
     assert dlq.get(kept) is None
 
 
+def test_the_queues_page_refreshes_itself(worker: Worker, page: Page) -> None:
+    log_in(page)
+    total = page.locator("#dead-letters-total")
+    before = int(total.inner_text())
+    navigations: list[str] = []
+    page.on("framenavigated", lambda frame: navigations.append(frame.url))
+    job_id = dead_letter("live")
+    expect(total).to_have_text(str(before + 1), timeout=10_000)
+    assert navigations == [], "the page reloaded instead of refreshing its numbers"
+    dlq.delete(job_id)
+
+
 def test_markup_in_arguments_and_errors_is_shown_as_text(worker: Worker, page: Page) -> None:
     job_id = dead_letter(MARKUP)
     log_in(page)

@@ -146,9 +146,13 @@ def _dlq_filter(request: Request) -> dlq.Filter:
 
 
 def _counts(dimension: str, values: list[str]) -> dict[str, int]:
+    """Entries per value of one filter dimension: the counts beside the filter's choices."""
     store = dlq.store()
-    fields: list[dict[str, Any]] = [{dimension: value} for value in values]
-    return {value: store.count(dlq.Filter(**f)) for value, f in zip(values, fields, strict=True)}
+    counts = {}
+    for value in values:
+        fields: dict[str, Any] = {dimension: value}
+        counts[value] = store.count(dlq.Filter(**fields))
+    return counts
 
 
 @router.get("/dlq", response_class=HTMLResponse)
