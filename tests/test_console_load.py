@@ -136,6 +136,7 @@ def pages(page: Page) -> list[tuple[str, str]]:
     ]
 
 
+@pytest.mark.timeout(300)  # seeding 20,000 records takes a while on a busy machine
 def test_pages_load_fast_with_10k_jobs_and_10k_dead_letters(
     loaded_api: ApiServer, browser: Browser, capsys: pytest.CaptureFixture[str]
 ) -> None:

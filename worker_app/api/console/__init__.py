@@ -49,8 +49,9 @@ def _add_error_pages(console: FastAPI) -> None:
             target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
             login = f"{base_path(request)}/login?{urlencode({'next': target})}"
             return RedirectResponse(login, status_code=303)
+        login = f"{base_path(request)}/login"
         return JSONResponse(
-            {"error": "missing or wrong bearer token, or no console session; log in at /ui/login"},
+            {"error": f"missing or wrong bearer token, or no console session; log in at {login}"},
             status_code=401,
         )
 

@@ -44,6 +44,10 @@ def _actor(who: Viewer) -> str:
     return f"console:{who.via}"
 
 
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
 def _next(request: Request, given: str | None) -> str:
     """Where to go after logging in: a console path, never another site."""
     home = f"{base_path(request)}/"
@@ -72,8 +76,7 @@ def login(request: Request, fields: dict[str, str] = Form) -> Response:
     if not auth_configured():
         return _see(target)
     if not token_matches(fields.get("token", "")):
-        client = request.client.host if request.client else "unknown"
-        logger.warning("console login refused: wrong token (from %s)", client)
+        logger.warning("console login refused: wrong token (from %s)", _client(request))
         return render(
             request,
             "login.html",
@@ -83,6 +86,7 @@ def login(request: Request, fields: dict[str, str] = Form) -> Response:
             error="That is not the API token.",
         )
     cookie, _ = issue()
+    logger.info("console login (from %s)", _client(request))
     response = _see(target)
     set_session(request, response, cookie)
     return response

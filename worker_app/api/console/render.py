@@ -17,7 +17,7 @@ import jinja2
 from fastapi import Request
 from fastapi.responses import HTMLResponse, Response
 
-from worker_app.api.console.auth import COOKIE, SESSION_SECONDS, Viewer
+from worker_app.api.console.auth import COOKIE, SESSION_SECONDS, LoginRequired, Viewer, viewer
 from worker_app.config import get_settings
 
 HERE = Path(__file__).resolve().parent
@@ -176,5 +176,9 @@ def set_session(request: Request, response: Response, value: str) -> None:
 
 
 def error_page(request: Request, status: int, message: str) -> HTMLResponse:
-    """A page that says what went wrong, never a traceback."""
-    return render(request, "error.html", None, status=status, status_code=status, message=message)
+    """A page that says what went wrong, never a traceback; with the menu for a known viewer."""
+    try:
+        who: Viewer | None = viewer(request)
+    except LoginRequired:
+        who = None
+    return render(request, "error.html", who, status=status, status_code=status, message=message)

@@ -13,11 +13,15 @@ function refresh(element) {
   const every = Number(element.dataset.interval || 3000);
   const tick = async () => {
     try {
+      // An ended session answers with a redirect to the login form: never paste that in here.
       const answer = await fetch(element.dataset.refresh, {
         headers: { Accept: "text/html" },
         credentials: "same-origin",
+        redirect: "manual",
       });
-      if (answer.ok) {
+      if (answer.type === "opaqueredirect") {
+        element.setAttribute("data-stale", "the session ended; reload the page to log in");
+      } else if (answer.ok) {
         // Server-rendered and escaped like every page: text from tasks never becomes markup.
         element.innerHTML = await answer.text();
         element.removeAttribute("data-stale");
