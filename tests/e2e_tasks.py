@@ -55,6 +55,15 @@ def permanent(self: Any, key: str) -> None:
     raise PermanentError("this input can never work")
 
 
+@app.task(name="e2e.first_run_fails")
+def first_run_fails(key: str, note: str = "") -> str:
+    """Fails permanently on its first run only (runs counted in Redis): a dead letter that a
+    requeue fixes. ``note`` is repeated in the error message and the result."""
+    if _redis().incr(f"runs:{key}") == 1:
+        raise PermanentError(f"first run failed: {note}")
+    return f"second run: {note}"
+
+
 @app.task(name="e2e.slow", bind=True)
 def slow(self: Any, key: str, first_seconds: float) -> int:
     attempt = self.request.retries + 1

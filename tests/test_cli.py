@@ -212,6 +212,9 @@ def test_dev_runs_the_demo_and_stops_cleanly_on_ctrl_c(
         # ...and runs the scheduler of periodic jobs.
         wait_until(lambda: "beat: Acquired lock" in text(), 30, "the embedded scheduler")
         assert "maintenance.cleanup-nightly (cron 0 3 * * *)" in text()
+        assert f"operator console at http://127.0.0.1:{api_port}/ui " in output
+        console = httpx.get(f"http://127.0.0.1:{api_port}/ui/jobs", timeout=10)
+        assert console.status_code == 200 and "alerts.send" in console.text
         for _, task_id in ids:
             job = httpx.get(f"http://127.0.0.1:{api_port}/api/jobs/{task_id}", timeout=10).json()
             assert job["status"] == "succeeded"

@@ -50,6 +50,7 @@ CASES: list[tuple[str, str, object, str | None]] = [
     ("API_TOKEN", "a-long-enough-api-token", None, None),
     ("FLOWER_BASIC_AUTH", "admin:correct-horse", None, "admin"),
     ("FLOWER_PORT", "8555", 8555, "70000"),
+    ("FLOWER_URL", "https://flower.example.com", "https://flower.example.com", "flower:5555"),
     (
         "OTEL_EXPORTER_OTLP_ENDPOINT",
         "http://collector:4318",

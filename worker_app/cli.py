@@ -216,6 +216,7 @@ def _start_api(port: int) -> Any:
         f"dev: job API at http://127.0.0.1:{port}/docs (jobs: /api/jobs, dead letters: /api/dlq); "
         "Flower: celery -A worker_app flower, then http://127.0.0.1:5555"
     )
+    click.echo(f"dev: operator console at http://127.0.0.1:{port}/ui (queues, jobs, dead letters)")
     return server
 
 

@@ -86,6 +86,7 @@ FORMS: dict[str, str] = {
     "api_token": "a non-empty token (at least 16 characters in production, not a sample value)",
     "flower_basic_auth": "user:password (not a sample value in production)",
     "flower_port": "a port number between 1 and 65535",
+    "flower_url": "an http:// or https:// URL",
     "otel_exporter_otlp_endpoint": "an http:// or https:// URL",
     "otel_traces_exporter": "a comma-separated list of otlp, console, none",
     "otel_service_name": "a non-empty service name",
@@ -123,6 +124,7 @@ class Settings(BaseSettings):
     api_token: SecretStr | None = None
     flower_basic_auth: SecretStr | None = None
     flower_port: int = Field(5555, ge=1, le=65535)
+    flower_url: str | None = Field(None, pattern=r"^https?://\S+$")
     otel_exporter_otlp_endpoint: str | None = Field(None, pattern=r"^https?://\S+$")
     otel_traces_exporter: str | None = Field(
         None, pattern=r"^(otlp|console|none)(,(otlp|console|none))*$"

@@ -16,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from worker_app import tracing
+from worker_app.api.console import create_console
 from worker_app.api.routes import dlq, jobs, queues
 from worker_app.api.schemas import errors
 from worker_app.config import get_settings
@@ -65,6 +66,7 @@ def create_app() -> FastAPI:
     for router in (jobs.router, dlq.router, queues.router):
         api.include_router(router, prefix="/api", dependencies=guarded, responses=common)
     _add_probes(api, guarded)
+    api.mount("/ui", create_console())
     _add_error_handlers(api)
     tracing.instrument_api(api)
     return api

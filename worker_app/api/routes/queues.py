@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import redis
 from fastapi import APIRouter
 
 from worker_app import dlq, keys
@@ -10,6 +11,14 @@ from worker_app.queues import queue_stats
 from worker_app.redis_client import get_redis
 
 router = APIRouter(tags=["queues"])
+
+
+def workers_online(client: redis.Redis) -> list[str]:
+    """Hostnames of the workers whose heartbeat key has not expired, sorted."""
+    return sorted(
+        (k.decode() if isinstance(k, bytes) else str(k)).removeprefix(keys.WORKER)
+        for k in client.scan_iter(f"{keys.WORKER}*", count=500)
+    )
 
 
 @router.get("/queues", response_model=QueuesOut)
@@ -21,8 +30,4 @@ def queues() -> QueuesOut:
         QueueOut(**q.as_dict(), dead_letters=store.count(dlq.Filter(queue=q.name)))
         for q in queue_stats(client)
     ]
-    workers = sorted(
-        (k.decode() if isinstance(k, bytes) else str(k)).removeprefix(keys.WORKER)
-        for k in client.scan_iter(f"{keys.WORKER}*", count=500)
-    )
-    return QueuesOut(queues=rows, dead_letters=store.count(), workers=workers)
+    return QueuesOut(queues=rows, dead_letters=store.count(), workers=workers_online(client))
