@@ -61,8 +61,7 @@ def _producer(system: str) -> tuple[Any, Any]:
     """The plain call and the batch call of ``system``: each takes how many jobs to send."""
     if system == "worker_app":
         from bench.tasks import work
-        from worker_app.batch import enqueue_many
-        from worker_app.client import enqueue
+        from worker_app.client import enqueue, enqueue_many
 
         def plain(sent_at: float = 0.0) -> None:
             enqueue(work, {"sent_at": sent_at})

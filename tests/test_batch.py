@@ -12,7 +12,7 @@ import redis
 from tests import e2e_tasks
 from tests.conftest import Worker, wait_until
 from worker_app import jobs, keys
-from worker_app.batch import enqueue_many
+from worker_app.client import enqueue, enqueue_many
 from worker_app.errors import InvalidPayload, UnknownQueue
 
 
@@ -60,3 +60,22 @@ def test_a_delayed_batch_waits_in_redis_and_runs_when_due(
     assert record is not None and record.status == "scheduled" and record.queue == "low"
     assert redis_client.llen(key) == 0
     wait_until(lambda: redis_client.llen(key) >= 20, 30, "the delayed batch to run")
+
+
+def test_a_restarted_redis_without_its_scripts_loses_no_job_and_no_record(
+    worker: Worker, redis_client: redis.Redis
+) -> None:
+    key = f"batch:{uuid.uuid4()}"
+    redis_client.script_flush()  # what a Redis restart does to the script cache
+    ids = [enqueue("e2e.record", {"key": key, "value": 0})]
+    redis_client.script_flush()
+    ids += enqueue_many("e2e.record", [{"key": key, "value": n} for n in (1, 2, 3)])
+    wait_until(lambda: redis_client.llen(key) >= 4, 30, "the four jobs")
+    store = jobs.store()
+    wait_until(
+        lambda: all((job := store.get(i)) is not None and job.status == "succeeded" for i in ids),
+        30,
+        "every record to say succeeded",
+    )
+    time.sleep(0.5)
+    assert sorted(int(v) for v in redis_client.lrange(key, 0, -1)) == [0, 1, 2, 3]

@@ -11,7 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from worker_app.celery import app
-    from worker_app.client import enqueue, enqueue_critical, enqueue_default, enqueue_low
+    from worker_app.client import (
+        enqueue,
+        enqueue_critical,
+        enqueue_default,
+        enqueue_low,
+        enqueue_many,
+    )
     from worker_app.config import Settings, get_settings
 
 __all__ = [
@@ -20,6 +26,7 @@ __all__ = [
     "enqueue_critical",
     "enqueue_default",
     "enqueue_low",
+    "enqueue_many",
     "Settings",
     "get_settings",
 ]
@@ -30,6 +37,7 @@ _HOMES = {
     "enqueue_critical": "worker_app.client",
     "enqueue_default": "worker_app.client",
     "enqueue_low": "worker_app.client",
+    "enqueue_many": "worker_app.client",
     "Settings": "worker_app.config",
     "get_settings": "worker_app.config",
 }

@@ -16,11 +16,22 @@ from pydantic import BaseModel
 from worker_app import keys
 from worker_app.celery import app
 from worker_app.errors import InvalidPayload, UnknownTask
-from worker_app.queues import check_queue
+from worker_app.publish import enqueue_many, publish_one
 from worker_app.redis_client import get_redis
 
 Payload = BaseModel | Mapping[str, Any] | None
 AnyTask = Task[Any, Any]
+
+__all__ = [
+    "Submitted",
+    "enqueue",
+    "enqueue_critical",
+    "enqueue_default",
+    "enqueue_low",
+    "enqueue_many",
+    "get_task",
+    "submit",
+]
 
 
 def get_task(name: str) -> AnyTask:
@@ -150,20 +161,7 @@ def _publish(
     eta: datetime | None = None,
     task_id: str | None = None,
 ) -> str:
-    options: dict[str, Any] = {}
-    if queue is not None:
-        options["queue"] = check_queue(queue)
-    if countdown is not None:
-        options["countdown"] = countdown
-    if eta is not None:
-        options["eta"] = eta
-    if isinstance(payload, BaseModel):
-        args: tuple[Any, ...] = (payload,)
-        kwargs: dict[str, Any] = {}
-    else:
-        args, kwargs = (), dict(payload or {})
-    result = target.apply_async(args, kwargs, task_id=task_id, **options)
-    return str(result.id)
+    return publish_one(target, payload, queue=queue, countdown=countdown, eta=eta, task_id=task_id)
 
 
 def enqueue_critical(task: str | AnyTask, payload: Payload = None, **options: Any) -> str:

@@ -44,9 +44,14 @@ def due_at(message: dict[str, Any]) -> float | None:
         return None
 
 
+def member(list_key: str, message_json: str) -> str:
+    """The delayed set's member of a message bound for ``list_key``."""
+    return f"{list_key}\n{message_json}"
+
+
 def park(client: Any, list_key: str, message: dict[str, Any], due: float) -> None:
     """Keep ``message`` (bound for ``list_key``) in the delayed set until ``due``."""
-    client.zadd(keys.DELAYED, {f"{list_key}\n{json.dumps(message)}": due})
+    client.zadd(keys.DELAYED, {member(list_key, json.dumps(message)): due})
 
 
 class Releaser:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal, get_args
@@ -41,26 +43,46 @@ end
 
 # ARGV: prefix, id, type, queue, status, now, run_at, attempt, payload json, reset ('1' on a
 # fresh run: first publish, requeue, retry by an operator).
-_PUBLISHED = (
+_RECORD = (
     _MOVE
     + """
-local key = ARGV[1] .. 'job:' .. ARGV[2]
-local old = redis.call('HGET', key, 'status')
-if old == 'cancelled' and ARGV[10] ~= '1' then return old end
-local created = redis.call('HGET', key, 'created_at')
-if not created or ARGV[10] == '1' then created = ARGV[6] end
-redis.call('HSET', key, 'id', ARGV[2], 'type', ARGV[3], 'queue', ARGV[4], 'status', ARGV[5],
-  'created_at', created, 'updated_at', ARGV[6], 'run_at', ARGV[7], 'attempts', ARGV[8],
-  'payload', ARGV[9])
-if ARGV[10] == '1' then
-  redis.call('HDEL', key, 'started_at', 'finished_at', 'result', 'last_error', 'cancel_requested')
+local function record()
+  local key = ARGV[1] .. 'job:' .. ARGV[2]
+  local old = redis.call('HGET', key, 'status')
+  if old == 'cancelled' and ARGV[10] ~= '1' then return old end
+  local created = redis.call('HGET', key, 'created_at')
+  if not created or ARGV[10] == '1' then created = ARGV[6] end
+  redis.call('HSET', key, 'id', ARGV[2], 'type', ARGV[3], 'queue', ARGV[4], 'status', ARGV[5],
+    'created_at', created, 'updated_at', ARGV[6], 'run_at', ARGV[7], 'attempts', ARGV[8],
+    'payload', ARGV[9])
+  if ARGV[10] == '1' then
+    redis.call('HDEL', key, 'started_at', 'finished_at', 'result', 'last_error',
+      'cancel_requested')
+  end
+  redis.call('PERSIST', key)
+  move(ARGV[2], old, ARGV[5], created)
+  redis.call('ZADD', ARGV[1] .. 'jobs:index', created, ARGV[2])
+  redis.call('ZADD', ARGV[1] .. 'jobs:by:type:' .. ARGV[3], created, ARGV[2])
+  redis.call('ZADD', ARGV[1] .. 'jobs:by:queue:' .. ARGV[4], created, ARGV[2])
+  return old or ''
 end
-redis.call('PERSIST', key)
-move(ARGV[2], old, ARGV[5], created)
-redis.call('ZADD', ARGV[1] .. 'jobs:index', created, ARGV[2])
-redis.call('ZADD', ARGV[1] .. 'jobs:by:type:' .. ARGV[3], created, ARGV[2])
-redis.call('ZADD', ARGV[1] .. 'jobs:by:queue:' .. ARGV[4], created, ARGV[2])
-return old or ''
+"""
+)
+_PUBLISHED = _RECORD + "return record()\n"
+# The record and its message in one call: a message never exists without its record, and a
+# publish costs one round trip. KEYS: the queue list, or the delayed set. ARGV: as above, then
+# 'list' or 'park', the due time, and the message (for 'park', the delayed set's member).
+_PUBLISHED_WITH_MESSAGE = (
+    _RECORD
+    + """
+local old = record()
+local n = #ARGV
+if ARGV[n - 2] == 'park' then
+  redis.call('ZADD', KEYS[1], ARGV[n - 1], ARGV[n])
+else
+  redis.call('LPUSH', KEYS[1], ARGV[n])
+end
+return old
 """
 )
 
@@ -180,6 +202,7 @@ class JobStore:
         self.client = client
         self.retention = int(max(1, retention_seconds))
         self._published = client.register_script(_PUBLISHED)
+        self.with_message = client.register_script(_PUBLISHED_WITH_MESSAGE)
         self._started = client.register_script(_STARTED)
         self._finished = client.register_script(_FINISHED)
         self._cancel = client.register_script(_CANCEL)
@@ -195,10 +218,28 @@ class JobStore:
         payload: Any,
         *,
         reset: bool,
-        client: Any = None,
+        into: Publishing | None = None,
     ) -> str:
-        """Create or move the record of a publish; ``client`` may be a caller's pipeline."""
-        args: list[str | float] = [
+        """Create or move the record of a publish (or hand it ``into`` the publish itself)."""
+        args = self.record_args(job_id, task, queue, status, run_at, attempt, payload, reset)
+        if into is not None:
+            into.record = args
+            return ""
+        return _text(self._published(args=args))
+
+    @staticmethod
+    def record_args(
+        job_id: str,
+        task: str,
+        queue: str,
+        status: str,
+        run_at: float,
+        attempt: int,
+        payload: Any,
+        reset: bool,
+    ) -> list[str | float]:
+        """The arguments of the published script."""
+        return [
             P,
             job_id,
             task,
@@ -210,10 +251,6 @@ class JobStore:
             json.dumps(payload, default=str),
             "1" if reset else "0",
         ]
-        if client is not None:
-            self._published(args=args, client=client)  # answered when the pipeline runs
-            return ""
-        return _text(self._published(args=args))
 
     def started(
         self, job_id: str, attempt: int, hostname: str, queue: str = "", waited: float | None = None
@@ -336,6 +373,38 @@ def result_json(result: Any) -> str:
     return text
 
 
+class Publishing:
+    """A publish in progress: the record its signal computed travels with its message."""
+
+    def __init__(self) -> None:
+        self.record: list[str | float] | None = None
+
+    def send(self, store: JobStore, key: str, mode: str, due: float, message: str) -> None:
+        """Write the record (if any) and push the message, in one script call."""
+        if self.record is None:  # a message without a record (Celery's own tasks)
+            client = store.client
+            if mode == "park":
+                client.zadd(key, {message: due})
+            else:
+                client.lpush(key, message)
+            return
+        store.with_message(keys=[key], args=[*self.record, mode, due, message])
+
+
+#: The publish in progress in this context, which its job record travels with.
+_PUBLISHING: ContextVar[Publishing | None] = ContextVar("worker_app_publish", default=None)
+
+
+@contextmanager
+def publishing(publish: Publishing) -> Iterator[None]:
+    """Records written in this context (by the publish signal) are handed to ``publish``."""
+    token = _PUBLISHING.set(publish)
+    try:
+        yield
+    finally:
+        _PUBLISHING.reset(token)
+
+
 def record_published(headers: dict[str, Any], body: Any, queue: str) -> None:
     """Producer side of every publish (first run, retry, requeue): create or move the record."""
     name = str(headers.get("task") or "")
@@ -360,6 +429,7 @@ def record_published(headers: dict[str, Any], body: Any, queue: str) -> None:
         retries,
         {"args": args, "kwargs": kwargs},
         reset=fresh,
+        into=_PUBLISHING.get(),
     )
 
 

@@ -1,0 +1,261 @@
+"""The fast publish path behind ``enqueue`` and ``enqueue_many``: one pipelined round trip.
+
+Celery's ``apply_async`` spends a few hundred microseconds of Python per message and sends the
+message and the job record as two round trips. Here each message is built with Celery's own
+protocol-2 builder and kombu's own envelope code, and the message and its record go to Redis in
+one pipeline: the same bytes on the queue, the same record, a fraction of the cost.
+
+``enqueue`` (one job) still sends ``before_task_publish`` / ``after_task_publish``, so the
+job record, the ``published`` log line and the OpenTelemetry producer span happen as for
+``.delay()``. ``enqueue_many`` skips per-message signals: one log line per batch, the caller's
+trace context copied into each message, no Flower ``task-sent`` event.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from celery.signals import after_task_publish, before_task_publish
+from kombu.exceptions import OperationalError
+from kombu.serialization import dumps
+from kombu.utils.json import dumps as json_dumps
+from pydantic import BaseModel
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from worker_app import jobs, keys, tracing
+from worker_app.base import validate_payload
+from worker_app.celery import PUBLISH_RETRY_POLICY, app
+from worker_app.config import get_settings
+from worker_app.delays import due_at, member
+from worker_app.errors import BrokerUnavailable, InvalidPayload
+from worker_app.queues import check_queue
+
+logger = logging.getLogger(__name__)
+
+Payload = BaseModel | dict[str, Any] | None
+
+
+def kwargs_of(target: Any, payload: Any, index: int | None = None) -> dict[str, Any]:
+    """The keyword arguments a payload becomes, validated when the task declares a model.
+
+    Raises:
+        InvalidPayload: the payload does not match the model (``index`` names it in a batch).
+    """
+    model = getattr(target, "payload_model", None)
+    if model is not None:
+        data = payload if isinstance(payload, BaseModel) else dict(payload or {})
+        try:
+            if isinstance(data, BaseModel):
+                validated = validate_payload(model, (data,), {})
+            else:
+                validated = validate_payload(model, (), data)
+        except InvalidPayload as exc:
+            if index is None:
+                raise
+            raise InvalidPayload(f"payload #{index}: {exc}", exc.errors) from None
+        return validated.model_dump(mode="json")
+    if isinstance(payload, BaseModel):
+        return payload.model_dump(mode="json")
+    return dict(payload or {})
+
+
+@dataclass(frozen=True)
+class Job:
+    """One message to publish: its id and keyword arguments."""
+
+    id: str
+    kwargs: dict[str, Any]
+
+
+class _Publisher:
+    """Builds the messages of one task for one queue, ready for one script call each."""
+
+    def __init__(self, channel: Any, target: Any, queue: str) -> None:
+        conf = app.conf
+        self.channel, self.target, self.queue = channel, target, queue
+        self.list_key = channel._q_for_pri(queue, 0)
+        self.limits = (
+            target.time_limit or conf.task_time_limit,
+            target.soft_time_limit or conf.task_soft_time_limit,
+        )
+
+    def message(
+        self, job: Job, countdown: float | None, eta: datetime | None
+    ) -> tuple[dict[str, Any], Any, dict[str, Any]]:
+        """Celery's headers, body and properties of ``job``."""
+        headers, properties, body, _ = app.amqp.create_task_message(
+            job.id,
+            self.target.name,
+            (),
+            job.kwargs,
+            countdown=countdown,
+            eta=eta,
+            time_limit=self.limits[0],
+            soft_time_limit=self.limits[1],
+            ignore_result=self.target.ignore_result,
+        )
+        headers[keys.FIRST_ENQUEUED_AT] = time.time()
+        return headers, body, properties
+
+    def placement(
+        self, headers: dict[str, Any], body: Any, properties: dict[str, Any]
+    ) -> tuple[str, str, float, str]:
+        """Where the envelope goes: (key, "list" or "park", due time, what to store there)."""
+        content_type, encoding, data = dumps(body, serializer="json")
+        envelope = self.channel.prepare_message(
+            data, 0, content_type, encoding, headers, {**properties, "delivery_mode": 2}
+        )
+        self.channel._inplace_augment_message(envelope, "", self.queue)
+        text = json_dumps(envelope)
+        due = due_at(envelope)
+        if due is not None and due - time.time() > keys.PARK_AHEAD:
+            return keys.DELAYED, "park", due, member(self.list_key, text)
+        return self.list_key, "list", due or 0.0, text
+
+
+@contextmanager
+def _channel(what: str) -> Iterator[Any]:
+    """A kombu channel of the app's pool; connection failures become one error."""
+    try:
+        pool: Any = app.pool  # kombu connections, shared with Celery's producers
+        with pool.acquire(block=True) as connection:
+            yield connection.default_channel
+    except (RedisError, OperationalError, OSError) as exc:
+        raise BrokerUnavailable(f"could not publish {what}: Redis unreachable ({exc})") from exc
+
+
+def _queue_of(target: Any, queue: str | None) -> str:
+    return check_queue(queue or getattr(target, "queue_name", None) or get_settings().default_queue)
+
+
+def publish_one(
+    target: Any,
+    payload: Any,
+    *,
+    queue: str | None = None,
+    countdown: float | None = None,
+    eta: datetime | None = None,
+    task_id: str | None = None,
+) -> str:
+    """Validate and publish one job with its record in one script call; return its id.
+
+    Raises:
+        UnknownQueue: the queue is not configured.
+        InvalidPayload: the payload is invalid; nothing was published.
+        BrokerUnavailable: Redis did not take the job (after the publish retry policy).
+    """
+    queue_name = _queue_of(target, queue)
+    job = Job(task_id or str(uuid.uuid4()), kwargs_of(target, payload))
+    store = jobs.store()
+    attempts = int(PUBLISH_RETRY_POLICY["max_retries"]) + 1
+    for attempt in range(attempts):
+        try:
+            with _channel(f"{target.name}[{job.id}]") as channel:
+                publisher = _Publisher(channel, target, queue_name)
+                headers, body, properties = publisher.message(job, countdown, eta)
+                publish = jobs.Publishing()
+                # The receivers (job record, log line, tracing) run as for a Celery publish;
+                # the record they write travels with the message instead of on its own.
+                with jobs.publishing(publish):
+                    before_task_publish.send(
+                        sender=target.name,
+                        body=body,
+                        exchange="",
+                        routing_key=queue_name,
+                        headers=headers,
+                        properties=properties,
+                        declare=[],
+                        retry_policy=None,
+                    )
+                publish.send(store, *publisher.placement(headers, body, properties))
+            break
+        except BrokerUnavailable as exc:
+            if attempt + 1 == attempts or not isinstance(
+                exc.__cause__, RedisConnectionError | RedisTimeoutError | OSError
+            ):
+                raise
+            time.sleep(min(float(PUBLISH_RETRY_POLICY["interval_max"]), 0.2 * (attempt + 1)))
+    after_task_publish.send(
+        sender=target.name, body=body, headers=headers, exchange="", routing_key=queue_name
+    )
+    return job.id
+
+
+def enqueue_many(
+    task: Any,
+    payloads: Iterable[Payload],
+    *,
+    queue: str | None = None,
+    countdown: float | None = None,
+    eta: datetime | None = None,
+) -> list[str]:
+    """Validate every payload, then publish one job per payload; return the job ids in order.
+
+    Nothing is published when any payload is invalid. Each job is tracked and runs exactly as
+    if it had been enqueued alone.
+
+    Raises:
+        UnknownTask: ``task`` names no registered task.
+        UnknownQueue: ``queue`` (or the task's declared queue) is not configured.
+        InvalidPayload: a payload is invalid (the message says which); nothing was published.
+        BrokerUnavailable: Redis did not take the batch.
+    """
+    from worker_app.client import get_task
+
+    target = get_task(task) if isinstance(task, str) else task
+    queue_name = _queue_of(target, queue)
+    batch = [Job(str(uuid.uuid4()), kwargs_of(target, p, n)) for n, p in enumerate(payloads)]
+    if not batch:
+        return []
+    trace: dict[str, Any] = {}
+    if tracing.enabled():
+        from opentelemetry.propagate import inject
+
+        inject(trace)
+    store = jobs.store()
+    script = store.with_message
+    sent: list[tuple[list[str], list[Any]]] = []
+    with _channel(f"{len(batch)} {target.name} job(s)") as channel:
+        publisher = _Publisher(channel, target, queue_name)
+        pipe = store.client.pipeline(transaction=False)
+        for job in batch:
+            headers, body, properties = publisher.message(job, countdown, eta)
+            headers.update(trace)
+            headers[keys.PUBLISHED_AT] = headers[keys.FIRST_ENQUEUED_AT]
+            key, mode, due, message = publisher.placement(headers, body, properties)
+            record = store.record_args(
+                job.id,
+                target.name,
+                queue_name,
+                "scheduled" if mode == "park" or due else "pending",
+                due or headers[keys.PUBLISHED_AT],
+                0,
+                {"args": [], "kwargs": job.kwargs},
+                True,
+            )
+            sent.append(([key], [*record, mode, due, message]))
+            # A bare EVALSHA: through the Script object redis-py would first ask SCRIPT EXISTS.
+            pipe.evalsha(script.sha, 1, key, *sent[-1][1])
+        try:
+            results = pipe.execute(raise_on_error=False)
+        except (RedisError, OSError) as exc:
+            raise BrokerUnavailable(
+                f"could not publish {len(batch)} {target.name} job(s): Redis unreachable ({exc})"
+            ) from exc
+    for (job_keys, args), result in zip(sent, results, strict=True):
+        # A call refused for want of the script did nothing at all: running it again is safe.
+        if isinstance(result, NoScriptError):
+            script(keys=job_keys, args=args)
+        elif isinstance(result, Exception):
+            raise BrokerUnavailable(f"could not publish {target.name} jobs: {result}")
+    logger.info("published %d %s job(s) queue=%s", len(batch), target.name, queue_name)
+    return [job.id for job in batch]
