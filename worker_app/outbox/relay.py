@@ -43,7 +43,7 @@ POLL = 5.0
 STOP_CHECK = 0.5
 #: Backoff after a failure, in seconds: from START, doubling (with jitter) up to MAX.
 BACKOFF_START = 0.5
-BACKOFF_MAX = 10.0
+BACKOFF_MAX = 5.0
 #: Seconds between two deletions of rows sent longer than ASYNQ_RETENTION ago, and rows per
 #: DELETE, so a large backlog never holds one long transaction.
 PURGE_PERIOD = 60.0
