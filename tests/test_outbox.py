@@ -241,3 +241,26 @@ def test_metrics_show_the_outbox_only_when_configured(
     assert "worker_app_outbox_up 1.0" in text_out
     assert "worker_app_outbox_pending 1.0" in text_out
     assert "worker_app_outbox_oldest_pending_age_seconds" in text_out
+
+
+def test_without_psycopg_worker_app_imports_and_the_outbox_says_what_is_missing() -> None:
+    code = (
+        "import sys\n"
+        "sys.modules['psycopg'] = None  # as if the postgres extra were not installed\n"
+        "import worker_app, worker_app.outbox, worker_app.cli\n"
+        "from worker_app import enqueue_tx\n"
+        "worker_app.cli.main(['outbox', 'status'])\n"
+    )
+    env = child_env(OUTBOX_DATABASE_URL="postgresql://app@127.0.0.1:1/app")
+    result = subprocess.run(
+        [str(BIN / "python"), "-c", code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stderr == (
+        "error: the outbox needs psycopg 3: pip install 'worker-app[postgres]'\n"
+    )

@@ -7,8 +7,10 @@ Every test prints what it measured (latencies, counts, duplicates recognised).
 
 from __future__ import annotations
 
+import os
 import signal
 import statistics
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,7 +22,7 @@ import pytest
 import redis
 
 from tests import e2e_tasks
-from tests.conftest import Worker, child_env, wait_until
+from tests.conftest import BIN, Worker, child_env, wait_until
 from tests.outbox_support import RelayProcess, TcpProxy, private_database
 from worker_app.jobs import store
 from worker_app.outbox import enqueue_tx
@@ -292,3 +294,46 @@ def test_postgresql_outage_one_line_each_way_then_catch_up(
         f"PostgreSQL cut off from the relay for ~5s: 50 jobs committed meanwhile ran once, "
         f"{caught_up:.1f}s after it came back; one log line each way"
     )
+
+
+def test_dev_creates_the_table_and_relays_it(
+    tmp_path: Path, db_url: str, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from worker_app.config import get_settings
+    from worker_app.devredis import free_port
+
+    env = child_env(OUTBOX_DATABASE_URL=db_url, OUTBOX_TABLE="dev.outbox", APP_ENV="development")
+    log_path = tmp_path / "dev.log"
+    with open(log_path, "wb") as log:
+        dev = subprocess.Popen(
+            [str(BIN / "worker-app"), "dev", "--api-port", str(free_port())],
+            cwd=tmp_path,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_until(lambda: " ready." in log_path.read_text(), 60, "the dev worker")
+        assert 'outbox relay publishing committed rows of "dev"."outbox"' in log_path.read_text()
+        monkeypatch.setenv("OUTBOX_TABLE", "dev.outbox")
+        get_settings.cache_clear()
+        try:
+            with psycopg.connect(db_url) as conn:
+                job_id = enqueue_tx(conn, "maintenance.cleanup", {"older_than_days": 90})
+        finally:
+            monkeypatch.delenv("OUTBOX_TABLE")
+            get_settings.cache_clear()
+        wait_until(
+            lambda: (job := store().get(job_id)) is not None and job.status == "succeeded",
+            30,
+            "the job to run in the dev process",
+        )
+        assert f"maintenance.cleanup[{job_id}] succeeded" in log_path.read_text()
+        os.killpg(dev.pid, signal.SIGINT)
+        assert dev.wait(timeout=20) == 0
+        assert "Traceback" not in log_path.read_text()
+    finally:
+        if dev.poll() is None:
+            os.killpg(dev.pid, signal.SIGKILL)
+            dev.wait()

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from worker_app.celery import app
     from worker_app.client import enqueue, enqueue_critical, enqueue_default, enqueue_low
     from worker_app.config import Settings, get_settings
+    from worker_app.outbox import enqueue_tx
 
 __all__ = [
     "app",
@@ -20,6 +21,7 @@ __all__ = [
     "enqueue_critical",
     "enqueue_default",
     "enqueue_low",
+    "enqueue_tx",
     "Settings",
     "get_settings",
 ]
@@ -30,6 +32,7 @@ _HOMES = {
     "enqueue_critical": "worker_app.client",
     "enqueue_default": "worker_app.client",
     "enqueue_low": "worker_app.client",
+    "enqueue_tx": "worker_app.outbox",
     "Settings": "worker_app.config",
     "get_settings": "worker_app.config",
 }
