@@ -337,3 +337,60 @@ def test_dev_creates_the_table_and_relays_it(
         if dev.poll() is None:
             os.killpg(dev.pid, signal.SIGKILL)
             dev.wait()
+
+
+def test_the_job_continues_the_trace_of_the_transaction_that_enqueued_it(
+    tmp_path: Path,
+    db_url: str,
+    conn: psycopg.Connection[Any],
+    outbox_worker: Worker,
+    redis_client: redis.Redis,
+) -> None:
+    from opentelemetry import context, trace
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+    trace_id = uuid.uuid4().int
+    handler_span = SpanContext(trace_id, 0x1234, is_remote=False, trace_flags=TraceFlags(1))
+    token = context.attach(trace.set_span_in_context(NonRecordingSpan(handler_span)))
+    try:
+        run = f"trace-{uuid.uuid4().hex[:8]}"
+        committed = commit_orders(conn, run, 1)
+    finally:
+        context.detach(token)
+    relay_proc = relay(tmp_path, db_url, "relay")
+    try:
+        wait_all_ran(redis_client, run, set(committed), 30)
+    finally:
+        relay_proc.stop()
+    (job_id,) = committed
+    assert outbox_worker.lines(rf"{job_id} .*trace={trace_id:032x}\] started")
+
+
+def test_a_row_that_can_never_be_published_is_dead_lettered_not_retried_forever(
+    tmp_path: Path,
+    db_url: str,
+    conn: psycopg.Connection[Any],
+    outbox_worker: Worker,
+    redis_client: redis.Redis,
+) -> None:
+    from worker_app import dlq
+
+    stranded = str(uuid.uuid4())  # its queue was removed from ASYNQ_QUEUES after it committed
+    conn.execute(
+        "INSERT INTO worker_app_outbox (job_id, task, queue, payload) "
+        "VALUES (%s, 'e2e.outbox_order', 'retired', '{}')",
+        (stranded,),
+    )
+    conn.commit()
+    run = f"stranded-{uuid.uuid4().hex[:8]}"
+    relay_proc = relay(tmp_path, db_url, "relay")
+    try:
+        wait_until(lambda: dlq.get(stranded) is not None, 30, "the row to be dead-lettered")
+        after = commit_orders(conn, run, 5)  # the relay goes on with the next rows
+        wait_all_ran(redis_client, run, set(after), 30)
+    finally:
+        relay_proc.stop()
+    entry = dlq.get(stranded)
+    assert entry is not None and entry.reason == "permanent_error" and entry.queue == "retired"
+    assert relay_proc.lines(rf"outbox row {stranded} .*cannot be published")
+    assert unsent(db_url) == 0

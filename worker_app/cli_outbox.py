@@ -81,10 +81,12 @@ def migrate_command() -> None:
 )
 def relay_command(batch: int, poll: float) -> None:
     """Publish committed outbox rows to Redis until SIGTERM or Ctrl-C (run one or more)."""
+    from worker_app import tracing
     from worker_app.logs import configure_logging
     from worker_app.outbox.relay import Relay
 
     configure_logging(get_settings())
+    tracing.setup()  # publishes continue the trace of the transaction that enqueued the job
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:

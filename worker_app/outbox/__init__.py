@@ -9,6 +9,7 @@ worker_app works without the ``postgres`` extra.
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -75,9 +76,19 @@ def enqueue_tx(
         # kombu's JSON, as Celery would write it into the message: dates and UUIDs survive.
         "payload": dumps(_kwargs(target, payload)),
         "run_at": datetime.now(UTC) + timedelta(seconds=countdown) if countdown else None,
+        "headers": json.dumps(_trace_context()),
     }
     _execute(conn, OutboxTable.from_settings(settings).insert(), params)
     return job_id
+
+
+def _trace_context() -> dict[str, str]:
+    """The caller's trace context (``traceparent``), so the job joins the handler's trace."""
+    from opentelemetry import propagate
+
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier
 
 
 def _kwargs(target: AnyTask, payload: Payload) -> dict[str, Any]:

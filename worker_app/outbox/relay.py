@@ -22,6 +22,7 @@ from typing import Any
 
 from kombu.exceptions import OperationalError as BrokerError
 from kombu.utils.json import loads
+from opentelemetry import context, propagate
 from redis import RedisError
 
 from worker_app import keys
@@ -32,6 +33,8 @@ from worker_app.outbox.sql import OutboxTable, connect, database_url, load_psyco
 
 logger = logging.getLogger("worker_app.outbox")
 
+#: Message headers of the W3C trace context, carried from the enqueueing transaction.
+TRACE_HEADERS = ("traceparent", "tracestate")
 #: How the relay's connections show in ``pg_stat_activity``.
 APPLICATION_NAME = "worker-app outbox relay"
 #: Rows claimed (and held locked) per transaction: large enough to amortise the round trips,
@@ -155,26 +158,29 @@ class Relay:
     def _publish(self, row: tuple[Any, ...]) -> None:
         from worker_app.celery import app
 
-        job_id, task, queue, payload, run_at, created_at = row
+        job_id, task, queue, payload, run_at, created_at, trace_text = row
         options: dict[str, Any] = {}
         if run_at is not None and run_at > datetime.now(UTC):
             options["eta"] = run_at
-        # By name: the relay need not import the task's module, and the worker validates the
-        # payload again (an invalid one is dead-lettered there, as for any publish).
-        app.send_task(
-            task,
-            (),
-            loads(payload),
-            task_id=job_id,
-            queue=queue,
-            headers={keys.PUBLISH_ONCE: "1", keys.FIRST_ENQUEUED_AT: created_at},
-            **options,
-        )
+        trace = {k: v for k, v in loads(trace_text).items() if k in TRACE_HEADERS}
+        headers = {**trace, keys.PUBLISH_ONCE: "1", keys.FIRST_ENQUEUED_AT: created_at}
+        # Under the enqueueing transaction's trace: with tracing on here, the publish span is
+        # its child; with it off, the message carries that context as it is.
+        token = context.attach(propagate.extract(trace)) if trace else None
+        try:
+            # By name: the relay need not import the task's module, and the worker validates
+            # the payload again (an invalid one is dead-lettered there, as for any publish).
+            app.send_task(
+                task, (), loads(payload), task_id=job_id, queue=queue, headers=headers, **options
+            )
+        finally:
+            if token is not None:
+                context.detach(token)
 
     def _dead_letter(self, row: tuple[Any, ...], exc: Exception) -> None:
         from worker_app.failures import handle_failure
 
-        job_id, task, queue, payload, _run_at, created_at = row
+        job_id, task, queue, payload, _run_at, created_at, trace_text = row
         logger.error("outbox row %s (%s) cannot be published: %s", job_id, task, exc)
         handle_failure(
             Entry(
@@ -183,6 +189,7 @@ class Relay:
                 reason="permanent_error",
                 kwargs=loads(payload),
                 queue=queue,
+                headers=loads(trace_text),
                 exc_type=type(exc).__name__,
                 exc_message=str(exc),
                 first_enqueued_at=created_at,

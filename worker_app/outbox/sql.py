@@ -141,6 +141,7 @@ CREATE TABLE IF NOT EXISTS {self.qualified} (
     queue      text NOT NULL,
     payload    jsonb NOT NULL,        -- keyword arguments, validated when enqueued
     run_at     timestamptz,           -- not before (countdown); NULL: as soon as committed
+    headers    jsonb NOT NULL DEFAULT '{{}}',  -- trace context of the enqueueing transaction
     created_at timestamptz NOT NULL DEFAULT clock_timestamp(),
     sent_at    timestamptz            -- published; deleted ASYNQ_RETENTION later
 );
@@ -164,16 +165,16 @@ CREATE TRIGGER {_quote(_short(self.name + "_notify"))}
     def insert(self) -> str:
         """One job row; ``%(name)s`` parameters (psycopg, and any pyformat DB-API driver)."""
         return (
-            f"INSERT INTO {self.qualified} (job_id, task, queue, payload, run_at) VALUES "
-            "(CAST(%(job_id)s AS uuid), %(task)s, %(queue)s, CAST(%(payload)s AS jsonb), "
-            "CAST(%(run_at)s AS timestamptz))"
+            f"INSERT INTO {self.qualified} (job_id, task, queue, payload, run_at, headers) "
+            "VALUES (CAST(%(job_id)s AS uuid), %(task)s, %(queue)s, CAST(%(payload)s AS jsonb), "
+            "CAST(%(run_at)s AS timestamptz), CAST(%(headers)s AS jsonb))"
         )
 
     def claim(self) -> str:
         """The oldest committed unsent rows no other relay holds, locked until commit."""
         return (
             f"SELECT job_id::text, task, queue, payload::text, run_at, "
-            f"extract(epoch FROM created_at)::float8 FROM {self.qualified} "
+            f"extract(epoch FROM created_at)::float8, headers::text FROM {self.qualified} "
             "WHERE sent_at IS NULL ORDER BY created_at LIMIT %s FOR UPDATE SKIP LOCKED"
         )
 
