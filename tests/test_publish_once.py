@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import signal
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -137,3 +138,20 @@ def test_a_lost_workers_publish_once_job_comes_back_and_runs(
         rescuer.stop()
     assert attempts(redis_client, key) == [1, 1]
     assert not duplicates(rescuer, job_id)
+
+
+def test_a_repeat_while_the_job_is_deferred_is_not_run(
+    worker: Worker, redis_client: redis.Redis
+) -> None:
+    from worker_app.concurrency import slot_key
+
+    key, org, job_id = f"once-busy:{uuid.uuid4()}", uuid.uuid4().hex, str(uuid.uuid4())
+    slots = slot_key("e2e.per_org", org)
+    redis_client.zadd(slots, {f"other-{n}": time.time() + 120 for n in range(5)})  # org is full
+    publish_once(e2e_tasks.per_org, (key, org), job_id)
+    wait_until(lambda: worker.lines(rf"{job_id}.*deferred for"), 30, "the job to be deferred")
+    publish_once(e2e_tasks.per_org, (key, org), job_id)
+    wait_until(lambda: duplicates(worker, job_id), 30, "the repeat to be skipped")
+    redis_client.delete(slots)
+    wait_until(lambda: status(job_id) == "succeeded", 30, "the deferred job to run")
+    assert redis_client.llen(key) == 1

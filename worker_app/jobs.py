@@ -73,17 +73,18 @@ return old or ''
 # ARGV: prefix, id, now, attempt, hostname, queue, waited seconds ('' unknown), its bucket,
 # once ('1': a publish-once first attempt), redelivered ('1': put back after its worker was
 # lost). Returns the status before: 'cancelled' means do not run, 'duplicate' that this
-# publish-once delivery repeats a job that already ran (any final status, or 'retrying': its
-# first attempt is over) or is running and this is not the lost worker's message coming back.
+# publish-once delivery repeats a job that has ended, or has started before (running now,
+# retrying, or deferred back to pending) -- unless it is the lost worker's own message back.
 _STARTED = (
     _MOVE
     + """
 local key = ARGV[1] .. 'job:' .. ARGV[2]
 local old = redis.call('HGET', key, 'status')
 if old == 'cancelled' then return old end
-if ARGV[9] == '1' and (old == 'succeeded' or old == 'failed' or old == 'retrying'
-    or (old == 'active' and ARGV[10] ~= '1')) then
-  return 'duplicate'
+if ARGV[9] == '1' and old then
+  if old == 'succeeded' or old == 'failed' then return 'duplicate' end
+  local lost = old == 'active' and ARGV[10] == '1'
+  if not lost and redis.call('HEXISTS', key, 'started_at') == 1 then return 'duplicate' end
 end
 if ARGV[7] ~= '' then
   local wait = ARGV[1] .. 'wait:' .. ARGV[6]
