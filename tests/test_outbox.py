@@ -264,3 +264,13 @@ def test_without_psycopg_worker_app_imports_and_the_outbox_says_what_is_missing(
     assert result.stderr == (
         "error: the outbox needs psycopg 3: pip install 'worker-app[postgres]'\n"
     )
+
+
+def test_a_relay_without_its_table_says_to_migrate() -> None:
+    with private_database() as url:
+        result = cli(url, "relay")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        'error: the outbox table "worker_app_outbox" does not exist; run: worker-app outbox migrate'
+    )
+    assert "Traceback" not in result.stderr

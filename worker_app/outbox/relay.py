@@ -20,6 +20,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from celery.result import denied_join_result
 from kombu.exceptions import OperationalError as BrokerError
 from kombu.utils.json import loads
 from opentelemetry import context, propagate
@@ -30,6 +31,7 @@ from worker_app.config import get_settings, mask_url
 from worker_app.dlq_store import Entry
 from worker_app.errors import OutboxUnavailable
 from worker_app.outbox.sql import OutboxTable, connect, database_url, load_psycopg
+from worker_app.redis_client import get_redis
 
 logger = logging.getLogger("worker_app.outbox")
 
@@ -137,6 +139,10 @@ class Relay:
         done: list[str] = []
         with conn.transaction():
             rows = conn.execute(self.table.claim(), (self.batch,)).fetchall()
+            if rows:
+                # One round trip per batch finds Redis away before any publish does (whose
+                # hooks would each log a traceback meanwhile).
+                get_redis().ping()
             for row in rows:
                 try:
                     self._publish(row)
@@ -170,9 +176,17 @@ class Relay:
         try:
             # By name: the relay need not import the task's module, and the worker validates
             # the payload again (an invalid one is dead-lettered there, as for any publish).
-            app.send_task(
-                task, (), loads(payload), task_id=job_id, queue=queue, headers=headers, **options
-            )
+            # Nobody waits for results here: no subscription to each job's result channel.
+            with denied_join_result():
+                app.send_task(
+                    task,
+                    (),
+                    loads(payload),
+                    task_id=job_id,
+                    queue=queue,
+                    headers=headers,
+                    **options,
+                )
         finally:
             if token is not None:
                 context.detach(token)
