@@ -376,8 +376,7 @@ def record_published(headers: dict[str, Any], body: Any, queue: str) -> None:
     args, kwargs = (
         (body[0], body[1]) if isinstance(body, list | tuple) and len(body) >= 2 else ([], {})
     )
-    deferred = bool(headers.get(keys.DEFERRED))
-    fresh = retries == 0 and not deferred  # a deferral keeps the record
+    fresh = retries == 0 and not headers.get(keys.DEFERRED)  # a deferral keeps the record
     store().published(
         str(job_id),
         name,

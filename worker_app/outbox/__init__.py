@@ -41,9 +41,9 @@ def enqueue_tx(
     """Validate the job and insert it into the outbox in ``conn``'s open transaction.
 
     Args:
-        conn: a psycopg connection (or any DB-API connection whose driver takes ``%(name)s``
-            parameters, such as Django's ``connection``), or a SQLAlchemy ``Connection`` or
-            ``Session``, in the transaction that writes the business data.
+        conn: a psycopg connection (or another DB-API connection whose driver takes
+            ``%(name)s`` parameters), or a SQLAlchemy ``Connection`` or ``Session``, in the
+            transaction that writes the business data.
         task: a registered task, or its name.
         payload: the task's payload model, or its fields as a mapping.
         queue: a configured queue; the task's own queue (or the default) when None.
