@@ -1,4 +1,5 @@
-# worker_app: one image for the worker and Flower (the command picks the process).
+# worker_app: one image for the worker, Flower, the API and the outbox relay (the command picks
+# the process).
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -13,9 +14,9 @@ RUN pip install --no-cache-dir uv==0.13.9 \
 WORKDIR /app
 # Dependencies first, from the lock file only, so code changes reuse this layer.
 COPY pyproject.toml uv.lock README.md ./
-RUN uv sync --frozen --no-dev --no-install-project
+RUN uv sync --frozen --no-dev --extra postgres --no-install-project
 COPY worker_app ./worker_app
-RUN uv sync --frozen --no-dev && chown -R app:app /app
+RUN uv sync --frozen --no-dev --extra postgres && chown -R app:app /app
 
 USER app
 # The worker's probe; the web and flower services override it in docker-compose.yml.

@@ -190,3 +190,28 @@ def tick(self: Any, key: str, seconds: float = 0.0) -> None:
     started = time.time()
     time.sleep(seconds)
     _redis().rpush(key, json.dumps({"id": self.request.id, "start": started, "end": time.time()}))
+
+
+class OrderPayload(BaseModel):
+    run: str = Field(min_length=1)
+    order_id: int = Field(ge=0)
+
+
+@cache
+def _orders() -> Any:
+    import psycopg
+
+    return psycopg.connect(os.environ["OUTBOX_DATABASE_URL"], autocommit=True)
+
+
+@app.task(name="e2e.outbox_order", payload_model=OrderPayload, bind=True)
+def outbox_order(self: Any, payload: OrderPayload) -> None:
+    """Count this run and record when it started; note it when its order row is not there."""
+    started = time.time()
+    row = _orders().execute("SELECT 1 FROM orders WHERE id = %s", (payload.order_id,)).fetchone()
+    pipe = _redis().pipeline()
+    pipe.hincrby(f"runs:{payload.run}", str(self.request.id), 1)
+    pipe.hset(f"started:{payload.run}", str(self.request.id), started)
+    if row is None:
+        pipe.rpush(f"missing:{payload.run}", payload.order_id)
+    pipe.execute()

@@ -75,7 +75,7 @@ def test_env_example_lists_every_setting_and_its_values_are_valid(
 def test_compose_services_match_the_code() -> None:
     data = compose()
     services = data["services"]
-    assert set(services) == {"redis", "worker", "beat", "flower", "web"}
+    assert set(services) == {"redis", "worker", "beat", "flower", "web", "relay"}
     redis = services["redis"]
     assert "--appendonly" in command_of(redis) and "yes" in command_of(redis)
     volume = redis["volumes"][0].split(":")[0]
@@ -87,7 +87,9 @@ def test_compose_services_match_the_code() -> None:
             assert service["ports"] == ["8000:8000"] and "8000/health" in str(
                 service["healthcheck"]
             )
-        if name not in ("redis", "web"):
+        if name == "relay":
+            assert command_of(service) == ["worker-app", "outbox", "relay"]
+        elif name not in ("redis", "web"):
             check_celery_command(command_of(service))
         if name != "redis":
             assert service["depends_on"]["redis"]["condition"] == "service_healthy"
@@ -104,9 +106,9 @@ def test_the_worker_outlives_its_shutdown_timeout_before_compose_kills_it() -> N
 def test_procfile_runs_the_same_commands_as_compose() -> None:
     processes = procfile()
     services = compose()["services"]
-    assert set(processes) == {"web", "worker", "beat", "flower"}
+    assert set(processes) == {"web", "worker", "beat", "flower", "relay"}
     for name, line in processes.items():
-        if name != "web":
+        if name not in ("web", "relay"):
             check_celery_command(shlex.split(line))
         assert shlex.split(line) == command_of(services[name])
 

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
         enqueue_many,
     )
     from worker_app.config import Settings, get_settings
+    from worker_app.outbox import enqueue_tx
 
 __all__ = [
     "app",
@@ -27,6 +28,7 @@ __all__ = [
     "enqueue_default",
     "enqueue_low",
     "enqueue_many",
+    "enqueue_tx",
     "Settings",
     "get_settings",
 ]
@@ -38,6 +40,7 @@ _HOMES = {
     "enqueue_default": "worker_app.client",
     "enqueue_low": "worker_app.client",
     "enqueue_many": "worker_app.client",
+    "enqueue_tx": "worker_app.outbox",
     "Settings": "worker_app.config",
     "get_settings": "worker_app.config",
 }

@@ -209,18 +209,22 @@ class BaseTask(Task[Any, Any]):
         request = self.request
         job_id = str(request.id)
         records = jobs.store()
-        # One round trip marks the job active and tells whether it was cancelled meanwhile.
-        if (
-            records.started(
-                job_id,
-                request.retries + 1,
-                str(request.hostname or ""),
-                _queue(request),
-                _waited(request),
-            )
-            == "cancelled"
-        ):
+        # One round trip marks the job active and tells whether it was cancelled meanwhile, or
+        # whether this delivery repeats a publish-once job that already ran or is running.
+        before = records.started(
+            job_id,
+            request.retries + 1,
+            str(request.hostname or ""),
+            _queue(request),
+            _waited(request),
+            once=jobs.publish_once(request.headers, request.retries),
+            redelivered=bool((request.delivery_info or {}).get("redelivered")),
+        )
+        if before == "cancelled":
             logger.info("not run: the job was cancelled before it started")
+            raise Ignore()
+        if before == "duplicate":
+            logger.info("duplicate delivery, not run")
             raise Ignore()
         try:
             if self.global_rate_limit is not None:
@@ -285,7 +289,9 @@ class BaseTask(Task[Any, Any]):
         """Publish the job again after ``exc.delay`` with its attempt count unchanged."""
         request = self.request
         sig = self.signature_from_request(request, countdown=exc.delay, retries=request.retries)
-        sig.apply_async(headers={**(request.headers or {}), keys.DEFERRED: "1"})
+        # The deferred run must happen: it is no publish-once repeat.
+        headers = {k: v for k, v in (request.headers or {}).items() if k != keys.PUBLISH_ONCE}
+        sig.apply_async(headers={**headers, keys.DEFERRED: "1"})
         logger.info("deferred for %.3fs without using a retry: %s", exc.delay, exc)
         return Retry(str(exc), exc, when=exc.delay, sig=sig)  # type: ignore[arg-type]  # float is Real
 

@@ -176,6 +176,7 @@ def dev_command(demo: bool, api_port: int) -> None:
 
         settings = get_settings()
         api = _start_api(api_port) if api_port else None
+        relay = _start_relay() if settings.outbox_database_url is not None else None
         if demo:
             _enqueue_demo()
         argv = [
@@ -198,6 +199,8 @@ def dev_command(demo: bool, api_port: int) -> None:
         finally:
             if api is not None:
                 api.should_exit = True
+            if relay is not None:
+                relay.set()
 
 
 def _start_api(port: int) -> Any:
@@ -218,6 +221,35 @@ def _start_api(port: int) -> Any:
     )
     click.echo(f"dev: operator console at http://127.0.0.1:{port}/ui (queues, jobs, dead letters)")
     return server
+
+
+def _start_relay() -> Any:
+    """Create the outbox table if missing and relay it from a thread; returns its stop flag."""
+    import logging
+    import threading
+
+    from worker_app.outbox.relay import Relay
+    from worker_app.outbox.sql import OutboxTable, connect, database_url, load_psycopg, migrate
+
+    try:
+        with connect(database_url()) as conn:
+            migrate(conn, OutboxTable.from_settings())
+        relay = Relay()
+    except WorkerAppError as exc:
+        _fail(str(exc))
+    except load_psycopg().Error as exc:
+        _fail(f"outbox: PostgreSQL: {(str(exc).strip().splitlines() or [''])[0]}")
+    stop = threading.Event()
+
+    def run() -> None:
+        try:
+            relay.run(stop)
+        except Exception:  # the API and the worker go on; the reason is in the log
+            logging.getLogger("worker_app.outbox").exception("outbox relay stopped")
+
+    threading.Thread(target=run, name="outbox-relay", daemon=True).start()
+    click.echo(f"dev: outbox relay publishing committed rows of {relay.table.qualified}")
+    return stop
 
 
 def _use_redis(url: str) -> None:
@@ -251,8 +283,10 @@ def _enqueue_demo() -> None:
 
 def _add_subcommands() -> None:
     from worker_app.cli_dlq import dlq_group
+    from worker_app.cli_outbox import outbox_group
 
     cli.add_command(dlq_group)
+    cli.add_command(outbox_group)
 
 
 _add_subcommands()

@@ -75,3 +75,7 @@ class BrokerUnavailable(EnqueueError, OperationalError):
 
 class UnsafeSerializer(EnqueueError):
     """The job asks for a serializer other than JSON."""
+
+
+class OutboxUnavailable(EnqueueError):
+    """The transactional outbox cannot be used: extra not installed, no database, bad handle."""

@@ -6,6 +6,10 @@ failures ``failed`` (dead-lettered); ``cancelled`` is final too. Each transition
 script (one round trip) that also moves the job between the status indexes, so a job costs
 three scripts: published, started, finished. Cancelling is stored here, so any worker, including
 one started later, honours it.
+
+A publish marked :data:`~worker_app.keys.PUBLISH_ONCE` (the outbox relay's, which may publish
+one job id twice) leaves an existing record as it is, and the started script refuses a delivery
+of such a job that already ran or is running elsewhere: the decision costs no extra round trip.
 """
 
 from __future__ import annotations
@@ -42,13 +46,15 @@ end
 """
 
 # ARGV: prefix, id, type, queue, status, now, run_at, attempt, payload json, reset ('1' on a
-# fresh run: first publish, requeue, retry by an operator).
+# fresh run: first publish, requeue, retry by an operator), once ('1': a publish-once repeat
+# of a job that has a record already changes nothing).
 _RECORD = (
     _MOVE
     + """
 local function record()
   local key = ARGV[1] .. 'job:' .. ARGV[2]
   local old = redis.call('HGET', key, 'status')
+  if old and ARGV[11] == '1' then return old end
   if old == 'cancelled' and ARGV[10] ~= '1' then return old end
   local created = redis.call('HGET', key, 'created_at')
   if not created or ARGV[10] == '1' then created = ARGV[6] end
@@ -86,14 +92,22 @@ return old
 """
 )
 
-# ARGV: prefix, id, now, attempt, hostname, queue, waited seconds ('' unknown), its bucket.
-# Returns the status before: 'cancelled' means do not run.
+# ARGV: prefix, id, now, attempt, hostname, queue, waited seconds ('' unknown), its bucket,
+# once ('1': a publish-once first attempt), redelivered ('1': put back after its worker was
+# lost). Returns the status before: 'cancelled' means do not run, 'duplicate' that this
+# publish-once delivery repeats a job that has ended, or has started before (running now,
+# retrying, or deferred back to pending) -- unless it is the lost worker's own message back.
 _STARTED = (
     _MOVE
     + """
 local key = ARGV[1] .. 'job:' .. ARGV[2]
 local old = redis.call('HGET', key, 'status')
 if old == 'cancelled' then return old end
+if ARGV[9] == '1' and old then
+  if old == 'succeeded' or old == 'failed' then return 'duplicate' end
+  local lost = old == 'active' and ARGV[10] == '1'
+  if not lost and redis.call('HEXISTS', key, 'started_at') == 1 then return 'duplicate' end
+end
 if ARGV[7] ~= '' then
   local wait = ARGV[1] .. 'wait:' .. ARGV[6]
   redis.call('HINCRBY', wait, ARGV[8], 1)
@@ -218,10 +232,11 @@ class JobStore:
         payload: Any,
         *,
         reset: bool,
+        once: bool = False,
         into: Publishing | None = None,
     ) -> str:
         """Create or move the record of a publish (or hand it ``into`` the publish itself)."""
-        args = self.record_args(job_id, task, queue, status, run_at, attempt, payload, reset)
+        args = self.record_args(job_id, task, queue, status, run_at, attempt, payload, reset, once)
         if into is not None:
             into.record = args
             return ""
@@ -237,6 +252,7 @@ class JobStore:
         attempt: int,
         payload: Any,
         reset: bool,
+        once: bool = False,
     ) -> list[str | float]:
         """The arguments of the published script."""
         return [
@@ -250,12 +266,22 @@ class JobStore:
             attempt,
             json.dumps(payload, default=str),
             "1" if reset else "0",
+            "1" if once else "0",
         ]
 
     def started(
-        self, job_id: str, attempt: int, hostname: str, queue: str = "", waited: float | None = None
+        self,
+        job_id: str,
+        attempt: int,
+        hostname: str,
+        queue: str = "",
+        waited: float | None = None,
+        *,
+        once: bool = False,
+        redelivered: bool = False,
     ) -> str:
-        """Mark the job active (and count its wait); returns its status before."""
+        """Mark the job active (and count its wait); returns its status before, or
+        ``"duplicate"`` for a publish-once delivery of a job that ran or is running."""
         bucket = next(
             (str(b) for b in keys.WAIT_BUCKETS if waited is not None and waited <= b), "+Inf"
         )
@@ -270,6 +296,8 @@ class JobStore:
                     queue or "unknown",
                     "" if waited is None else f"{waited:.6f}",
                     bucket,
+                    "1" if once else "0",
+                    "1" if redelivered else "0",
                 ]
             )
         )
@@ -429,8 +457,19 @@ def record_published(headers: dict[str, Any], body: Any, queue: str) -> None:
         retries,
         {"args": args, "kwargs": kwargs},
         reset=fresh,
+        once=publish_once(headers, retries),
         into=_PUBLISHING.get(),
     )
+
+
+def publish_once(headers: dict[str, Any] | None, retries: int) -> bool:
+    """Whether a message is a publish-once first attempt (:data:`keys.PUBLISH_ONCE`).
+
+    Retries and deferrals copy the first message's headers, the marker included; they re-run
+    the job on purpose, so the marker counts only on an attempt-1 message that is no deferral.
+    """
+    headers = headers or {}
+    return bool(headers.get(keys.PUBLISH_ONCE)) and retries == 0 and not headers.get(keys.DEFERRED)
 
 
 def _timestamp(iso: str) -> float:

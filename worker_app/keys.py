@@ -59,6 +59,13 @@ WAIT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
 PUBLISHED_AT = "x-published-at"
 #: Unix time of the job's first publish, kept across retries: the dead-letter entry shows it.
 FIRST_ENQUEUED_AT = "x-first-enqueued-at"
+#: Header on a publish that may happen more than once for the same job id and must run the job
+#: at most once: the outbox relay's (a relay that dies between publishing and marking a row
+#: sent leaves it for another relay, which publishes the same id again). With it, an existing
+#: record is not reset, and the worker skips a delivery whose job already ran or is running.
+#: Only a first attempt honours it (no retries, no deferral), so retries, deferrals, dead-letter
+#: requeues and operator retries, which re-run a job on purpose, never carry its effect.
+PUBLISH_ONCE = "x-publish-once"
 
 # Delays ------------------------------------------------------------------------------------
 #: ZSET of messages whose ETA (countdown, eta, retry backoff) is further ahead than

@@ -1,6 +1,7 @@
-"""Prometheus metrics of what Flower cannot see: queue depths, dead letters, job records.
+"""Prometheus metrics of what Flower cannot see: queue depths, dead letters, job records, and
+the transactional outbox when ``OUTBOX_DATABASE_URL`` is set.
 
-Read from Redis at scrape time, so every API replica reports the same numbers.
+Read from Redis (and PostgreSQL) at scrape time, so every API replica reports the same numbers.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from worker_app import dlq, jobs, keys
+from worker_app.config import get_settings
 from worker_app.queues import queue_stats
 from worker_app.redis_client import get_redis
 
@@ -100,4 +102,8 @@ def registry() -> CollectorRegistry:
     """A registry holding only worker_app's state (no process metrics of the API itself)."""
     reg = CollectorRegistry(auto_describe=False)
     reg.register(StateCollector())
+    if get_settings().outbox_database_url is not None:
+        from worker_app.outbox.status import OutboxCollector
+
+        reg.register(OutboxCollector())
     return reg

@@ -68,6 +68,15 @@ def kwargs_of(target: Any, payload: Any, index: int | None = None) -> dict[str, 
     return dict(payload or {})
 
 
+#: Longest argument text a message carries for logs and Flower (Celery's limit).
+REPR_MAX = 1024
+
+
+def _short_repr(kwargs: dict[str, Any]) -> str:
+    text = repr(kwargs)
+    return text if len(text) <= REPR_MAX else text[: REPR_MAX - 3] + "..."
+
+
 @dataclass(frozen=True)
 class Job:
     """One message to publish: its id and keyword arguments."""
@@ -102,6 +111,10 @@ class _Publisher:
             time_limit=self.limits[0],
             soft_time_limit=self.limits[1],
             ignore_result=self.target.ignore_result,
+            # What logs and Flower show of the arguments; Celery's safe repr costs more than
+            # building the rest of the message, and the payload is plain JSON data here.
+            argsrepr="()",
+            kwargsrepr=_short_repr(job.kwargs),
         )
         headers[keys.FIRST_ENQUEUED_AT] = time.time()
         return headers, body, properties
