@@ -49,8 +49,8 @@ WORKER_TTL = 30
 #: ASYNQ_HEALTH_CHECK_INTERVAL; stale after two intervals, gone after three.
 HEARTBEAT = f"{PREFIX}:heartbeat:"
 #: HASH per queue: how long jobs waited from due (published, or ETA) to start, as counts per
-#: histogram bucket (upper bounds in seconds, plus "+Inf"), with "sum" and "count"; written by
-#: the script that marks a job active, so it costs no extra round trip.
+#: histogram bucket (upper bounds in seconds, plus "+Inf") and their "sum" (the count is the
+#: buckets' total); written by the script that marks a job active: no extra round trip.
 WAIT = f"{PREFIX}:wait:"
 WAIT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 

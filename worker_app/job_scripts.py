@@ -1,0 +1,121 @@
+"""The Lua scripts behind job records: each transition of a job is one atomic call.
+
+Every script moves the job between the status indexes (``jobs:by:status:<status>``) as it
+changes the record, so listings by status never read a record they do not return.
+"""
+
+MOVE = """
+local function move(id, old, new, score)
+  if old then redis.call('ZREM', ARGV[1] .. 'jobs:by:status:' .. old, id) end
+  redis.call('ZADD', ARGV[1] .. 'jobs:by:status:' .. new, score, id)
+end
+"""
+
+# ARGV: prefix, id, type, queue, status, now, run_at, attempt, payload json, reset ('1' on a
+# fresh run: first publish, requeue, retry by an operator), once ('1': a publish-once repeat
+# of a job that has a record already changes nothing).
+RECORD = (
+    MOVE
+    + """
+local function record()
+  local key = ARGV[1] .. 'job:' .. ARGV[2]
+  local old, created = unpack(redis.call('HMGET', key, 'status', 'created_at'))
+  if old and ARGV[11] == '1' then return old end
+  if old == 'cancelled' and ARGV[10] ~= '1' then return old end
+  if not created or ARGV[10] == '1' then created = ARGV[6] end
+  redis.call('HSET', key, 'id', ARGV[2], 'type', ARGV[3], 'queue', ARGV[4], 'status', ARGV[5],
+    'created_at', created, 'updated_at', ARGV[6], 'run_at', ARGV[7], 'attempts', ARGV[8],
+    'payload', ARGV[9])
+  if ARGV[10] == '1' then
+    redis.call('HDEL', key, 'started_at', 'finished_at', 'result', 'last_error',
+      'cancel_requested')
+  end
+  redis.call('PERSIST', key)
+  move(ARGV[2], old, ARGV[5], created)
+  redis.call('ZADD', ARGV[1] .. 'jobs:index', created, ARGV[2])
+  redis.call('ZADD', ARGV[1] .. 'jobs:by:type:' .. ARGV[3], created, ARGV[2])
+  redis.call('ZADD', ARGV[1] .. 'jobs:by:queue:' .. ARGV[4], created, ARGV[2])
+  return old or ''
+end
+"""
+)
+PUBLISHED = RECORD + "return record()\n"
+# The record and its message in one call: a message never exists without its record, and a
+# publish costs one round trip. KEYS: the queue list, or the delayed set. ARGV: as above, then
+# 'list' or 'park', the due time, and the message (for 'park', the delayed set's member).
+PUBLISHED_WITH_MESSAGE = (
+    RECORD
+    + """
+local old = record()
+local n = #ARGV
+if ARGV[n - 2] == 'park' then
+  redis.call('ZADD', KEYS[1], ARGV[n - 1], ARGV[n])
+else
+  redis.call('LPUSH', KEYS[1], ARGV[n])
+end
+return old
+"""
+)
+
+# ARGV: prefix, id, now, attempt, hostname, queue, waited seconds ('' unknown), its bucket,
+# once ('1': a publish-once first attempt), redelivered ('1': put back after its worker was
+# lost). Returns the status before: 'cancelled' means do not run, 'duplicate' that this
+# publish-once delivery repeats a job that has ended, or has started before (running now,
+# retrying, or deferred back to pending) -- unless it is the lost worker's own message back.
+STARTED = (
+    MOVE
+    + """
+local key = ARGV[1] .. 'job:' .. ARGV[2]
+local old, created, began = unpack(redis.call('HMGET', key, 'status', 'created_at', 'started_at'))
+if old == 'cancelled' then return old end
+if ARGV[9] == '1' and old then
+  if old == 'succeeded' or old == 'failed' then return 'duplicate' end
+  local lost = old == 'active' and ARGV[10] == '1'
+  if not lost and began then return 'duplicate' end
+end
+if ARGV[7] ~= '' then
+  -- the count is the sum of the buckets
+  local wait = ARGV[1] .. 'wait:' .. ARGV[6]
+  redis.call('HINCRBY', wait, ARGV[8], 1)
+  redis.call('HINCRBYFLOAT', wait, 'sum', ARGV[7])
+end
+if not old then return '' end
+redis.call('HSET', key, 'status', 'active', 'started_at', ARGV[3], 'updated_at', ARGV[3],
+  'attempts', ARGV[4], 'worker', ARGV[5])
+move(ARGV[2], old, 'active', created)
+return old
+"""
+)
+
+# ARGV: prefix, id, status, now, retention seconds, then field/value pairs. A record that does
+# not exist is not created (messages from foreign producers have none).
+FINISHED = (
+    MOVE
+    + """
+local key = ARGV[1] .. 'job:' .. ARGV[2]
+local old, created = unpack(redis.call('HMGET', key, 'status', 'created_at'))
+if not old then return '' end
+redis.call('HSET', key, 'status', ARGV[3], 'updated_at', ARGV[4], 'finished_at', ARGV[4],
+  unpack(ARGV, 6))
+move(ARGV[2], old, ARGV[3], created)
+redis.call('EXPIRE', key, ARGV[5])
+return old
+"""
+)
+
+# ARGV: prefix, id, now, retention. Waiting jobs become cancelled; an active one is flagged.
+CANCEL = (
+    MOVE
+    + """
+local key = ARGV[1] .. 'job:' .. ARGV[2]
+local old = redis.call('HGET', key, 'status')
+if old == 'pending' or old == 'scheduled' or old == 'retrying' then
+  redis.call('HSET', key, 'status', 'cancelled', 'updated_at', ARGV[3], 'finished_at', ARGV[3])
+  move(ARGV[2], old, 'cancelled', redis.call('HGET', key, 'created_at'))
+  redis.call('EXPIRE', key, ARGV[4])
+elseif old == 'active' then
+  redis.call('HSET', key, 'cancel_requested', ARGV[3])
+end
+return old or ''
+"""
+)
