@@ -14,9 +14,9 @@ RUN pip install --no-cache-dir uv==0.13.9 \
 WORKDIR /app
 # Dependencies first, from the lock file only, so code changes reuse this layer.
 COPY pyproject.toml uv.lock README.md ./
-RUN uv sync --frozen --no-dev --extra postgres --no-install-project
+RUN uv sync --frozen --no-default-groups --extra postgres --no-install-project
 COPY worker_app ./worker_app
-RUN uv sync --frozen --no-dev --extra postgres && chown -R app:app /app
+RUN uv sync --frozen --no-default-groups --extra postgres && chown -R app:app /app
 
 USER app
 # The worker's probe; the web and flower services override it in docker-compose.yml.
