@@ -20,7 +20,6 @@ from celery import Task
 from celery.exceptions import Ignore, Reject, Retry
 from kombu.exceptions import OperationalError
 from pydantic import BaseModel, ValidationError
-from redis.exceptions import RedisError
 
 from worker_app import concurrency, jobs, keys, ratelimit
 from worker_app.config import get_settings
@@ -181,11 +180,6 @@ class BaseTask(Task[Any, Any]):
             raise BrokerUnavailable(
                 f"could not publish {self.name}: Redis unreachable ({exc})"
             ) from exc
-        except RuntimeError as exc:
-            # The result store's subscription gives up with a RuntimeError when Redis is away.
-            if not isinstance(exc.__cause__, RedisError | OSError):
-                raise
-            raise BrokerUnavailable(f"could not publish {self.name}: Redis unreachable") from exc
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.request.called_directly:
