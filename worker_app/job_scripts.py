@@ -26,11 +26,13 @@ local function record()
   redis.call('HSET', key, 'id', ARGV[2], 'type', ARGV[3], 'queue', ARGV[4], 'status', ARGV[5],
     'created_at', created, 'updated_at', ARGV[6], 'run_at', ARGV[7], 'attempts', ARGV[8],
     'payload', ARGV[9])
-  if ARGV[10] == '1' then
-    redis.call('HDEL', key, 'started_at', 'finished_at', 'result', 'last_error',
-      'cancel_requested')
+  if old then  -- a new record has nothing to clear and no expiry
+    if ARGV[10] == '1' then
+      redis.call('HDEL', key, 'started_at', 'finished_at', 'result', 'last_error',
+        'cancel_requested')
+    end
+    redis.call('PERSIST', key)
   end
-  redis.call('PERSIST', key)
   move(ARGV[2], old, ARGV[5], created)
   redis.call('ZADD', ARGV[1] .. 'jobs:index', created, ARGV[2])
   redis.call('ZADD', ARGV[1] .. 'jobs:by:type:' .. ARGV[3], created, ARGV[2])
