@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -16,13 +15,13 @@ from pydantic import BaseModel
 from worker_app import keys
 from worker_app.celery import app
 from worker_app.errors import InvalidPayload, UnknownTask
-from worker_app.publish import enqueue_many, publish_one
+from worker_app.publish import Payload, enqueue_many, publish_one
 from worker_app.redis_client import get_redis
 
-Payload = BaseModel | Mapping[str, Any] | None
 AnyTask = Task[Any, Any]
 
 __all__ = [
+    "Payload",
     "Submitted",
     "enqueue",
     "enqueue_critical",

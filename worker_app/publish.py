@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -41,7 +41,8 @@ from worker_app.queues import check_queue
 
 logger = logging.getLogger(__name__)
 
-Payload = BaseModel | dict[str, Any] | None
+#: What a job's payload may be: its model, a mapping of fields, or nothing.
+Payload = BaseModel | Mapping[str, Any] | None
 
 
 def kwargs_of(target: Any, payload: Any, index: int | None = None) -> dict[str, Any]:
