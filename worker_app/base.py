@@ -13,7 +13,7 @@ import logging
 import random
 import time
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from celery import Task
@@ -59,23 +59,6 @@ def _float(value: object) -> float | None:
         return float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return None
-
-
-def _queue(request: Any) -> str:
-    return str((request.delivery_info or {}).get("routing_key") or "")
-
-
-def _waited(request: Any) -> float | None:
-    """Seconds from when the job was due (published, or its ETA) to now."""
-    headers = request.headers or {}
-    due = _float(headers.get(keys.PUBLISHED_AT))
-    if request.eta:
-        eta = request.eta if isinstance(request.eta, str) else str(request.eta)
-        try:
-            due = datetime.fromisoformat(eta).timestamp()
-        except ValueError:
-            pass
-    return None if due is None else max(0.0, time.time() - due)
 
 
 def backoff_bound(attempt: int, base: float, cap: float) -> float:
@@ -203,23 +186,9 @@ class BaseTask(Task[Any, Any]):
         request = self.request
         job_id = str(request.id)
         records = jobs.store()
-        # One round trip marks the job active and tells whether it was cancelled meanwhile, or
-        # whether this delivery repeats a publish-once job that already ran or is running.
-        before = records.started(
-            job_id,
-            request.retries + 1,
-            str(request.hostname or ""),
-            _queue(request),
-            _waited(request),
-            once=jobs.publish_once(request.headers, request.retries),
-            redelivered=bool((request.delivery_info or {}).get("redelivered")),
-        )
-        if before == "cancelled":
-            logger.info("not run: the job was cancelled before it started")
-            raise Ignore()
-        if before == "duplicate":
-            logger.info("duplicate delivery, not run")
-            raise Ignore()
+        # The job was marked active (or refused: cancelled, a publish-once repeat) by the worker's
+        # fetch that held its message, and its success is recorded with the ack
+        # (worker_app.transport): here only the outcomes the pool process decides are written.
         try:
             if self.global_rate_limit is not None:
                 wait = ratelimit.wait_for_token(self.name, self.global_rate_limit)
@@ -257,7 +226,8 @@ class BaseTask(Task[Any, Any]):
                 exc,
             )
             raise self.retry(exc=exc, countdown=delay, max_retries=self.retry_limit()) from exc
-        records.finished(job_id, "succeeded", result=jobs.result_json(result))
+        if result is not None:
+            records.keep_result(job_id, jobs.result_json(result))
         return result
 
     def _take_slot(self, job_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:

@@ -162,9 +162,17 @@ def create_app(settings: Settings) -> Celery:
     """Build the worker_app Celery application from ``settings``."""
     celery_app = Celery("worker_app", task_cls="worker_app.base:BaseTask")
     celery_app.conf.update(celery_config(settings))
-    from worker_app.worker_steps import DelayReleaser, Heartbeat, LeaseRenewer, StatsLine
+    from worker_app.worker_steps import (
+        DelayReleaser,
+        Heartbeat,
+        LeaseRenewer,
+        StatsLine,
+        WaitFlusher,
+    )
 
-    celery_app.steps["worker"].update({Heartbeat, LeaseRenewer, StatsLine, DelayReleaser})
+    celery_app.steps["worker"].update(
+        {Heartbeat, LeaseRenewer, StatsLine, DelayReleaser, WaitFlusher}
+    )
     return celery_app
 
 

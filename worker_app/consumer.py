@@ -6,6 +6,7 @@ from typing import Any
 
 from celery.worker.consumer import Consumer as CeleryConsumer
 
+from worker_app import transport
 from worker_app.poison import dead_letter as _dead_letter
 from worker_app.poison import message_entry
 from worker_app.stats import COUNTERS
@@ -20,8 +21,30 @@ class NotACeleryMessage(ValueError):
     """The message has no Celery task headers."""
 
 
+#: Messages a worker holds beyond one per task slot, so a slot that frees up starts its next
+#: job at once instead of after a fetch. Each is leased like a running job (a lost worker's
+#: come back) and put back on its queue at shutdown; it can make a job that arrives later on a
+#: higher-weight queue wait for one job to start first.
+PREFETCH_EXTRA = 1
+
+
 class Consumer(CeleryConsumer):
-    """Keeps undecodable, foreign, unknown and malformed messages in the dead-letter queue."""
+    """Keeps undecodable, foreign, unknown and malformed messages in the dead-letter queue;
+    holds :data:`PREFETCH_EXTRA` messages beyond its task slots."""
+
+    initial_prefetch_count: int
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        transport.WORKER_NAME = str(self.hostname)
+        if self.initial_prefetch_count:
+            self.initial_prefetch_count += PREFETCH_EXTRA
+
+    def _update_prefetch_count(self, index: int = 0) -> Any:
+        result = super()._update_prefetch_count(index)  # type: ignore[misc]
+        if self.initial_prefetch_count:
+            self.initial_prefetch_count += PREFETCH_EXTRA
+        return result
 
     def on_decode_error(self, message: Any, exc: Exception) -> None:
         dead_letter(message_entry(message, exc, "undecodable"))

@@ -121,3 +121,61 @@ end
 return old or ''
 """
 )
+
+# The worker's side of a job's life, as functions the transport's scripts share: a job starts
+# in the same call that fetches and holds its message, and ends in the call that releases it.
+# Like MOVE, they need the key prefix in ARGV[1].
+# ``truthy`` reads a message header as Python would (cjson.null and '' are false).
+WORKER_FUNCTIONS = (
+    MOVE
+    + """
+local function truthy(v)
+  return v ~= nil and v ~= cjson.null and v ~= false and v ~= '' and v ~= 0
+end
+
+-- Start the job of a message: 'run', or 'cancelled' (do not run), or 'duplicate' (a
+-- publish-once delivery of a job that has ended, or has started before -- unless this is the
+-- lost worker's own message back).
+local function start_job(prefix, msg, now, hostname)
+  local headers = type(msg) == 'table' and msg.headers
+  if type(headers) ~= 'table' or type(headers.id) ~= 'string' then return 'run' end
+  local id = headers.id
+  local retries = tonumber(headers.retries) or 0
+  local key = prefix .. 'job:' .. id
+  local old, created, began = unpack(redis.call('HMGET', key, 'status', 'created_at', 'started_at'))
+  if old == 'cancelled' then return 'cancelled' end
+  local once = truthy(headers['x-publish-once']) and not truthy(headers['x-deferred'])
+  if old and retries == 0 and once then
+    if old == 'succeeded' or old == 'failed' then return 'duplicate' end
+    local info = type(msg.properties) == 'table' and msg.properties.delivery_info
+    local redelivered = truthy(headers.redelivered)
+      or (type(info) == 'table' and truthy(info.redelivered))
+    if not (old == 'active' and redelivered) and began then return 'duplicate' end
+  end
+  if old then
+    redis.call('HSET', key, 'status', 'active', 'started_at', now, 'updated_at', now,
+      'attempts', retries + 1, 'worker', hostname)
+    move(id, old, 'active', created)
+  end
+  return 'run'
+end
+
+-- A job that succeeded: its record (when it has one) ends, and expires. Its result, if any, was
+-- written by the pool process (RESULT) before it reported the success.
+local function finish_job(prefix, id, now, retention)
+  local key = prefix .. 'job:' .. id
+  local old, created = unpack(redis.call('HMGET', key, 'status', 'created_at'))
+  if not old then return end
+  redis.call('HSET', key, 'status', 'succeeded', 'updated_at', now, 'finished_at', now)
+  move(id, old, 'succeeded', created)
+  redis.call('EXPIRE', key, retention)
+end
+"""
+)
+
+# ARGV: prefix, id, result JSON. The result of a job that returned one, kept in its record (a
+# record that does not exist is not created).
+RESULT = """
+local key = ARGV[1] .. 'job:' .. ARGV[2]
+if redis.call('EXISTS', key) == 1 then redis.call('HSET', key, 'result', ARGV[3]) end
+"""

@@ -103,6 +103,7 @@ class JobStore:
         self.with_message = client.register_script(scripts.PUBLISHED_WITH_MESSAGE)
         self._started = client.register_script(scripts.STARTED)
         self._finished = client.register_script(scripts.FINISHED)
+        self._result = client.register_script(scripts.RESULT)
         self._cancel = client.register_script(scripts.CANCEL)
 
     def published(
@@ -189,6 +190,10 @@ class JobStore:
     def finished(self, job_id: str, status: str, **fields: str) -> str:
         pairs = [item for pair in fields.items() for item in pair]
         return _text(self._finished(args=[P, job_id, status, time.time(), self.retention, *pairs]))
+
+    def keep_result(self, job_id: str, result: str) -> None:
+        """Store a job's result (JSON) in its record, if it has one."""
+        self._result(args=[P, job_id, result])
 
     def cancel(self, job_id: str) -> str:
         return _text(self._cancel(args=[P, job_id, time.time(), self.retention]))

@@ -1,5 +1,9 @@
-"""The worker-side request of every task: hard time limits are retried.
+"""The worker-side request of every task: success ends the job record with the ack, and hard
+time limits are retried.
 
+A job that succeeded is marked so in the same call that releases its message (the worker's
+fetch script, worker_app.transport), so a success costs the pool process no round trip (one,
+to keep the result, when the task returned something).
 When the pool kills an attempt for exceeding the hard time limit, vanilla Celery marks the job
 failed at once; here it is retried with the usual backoff and dead-lettered once retries run out.
 """
@@ -27,7 +31,29 @@ class Request(CeleryRequest):
 
     # Set by Celery; declared for the type checker (the task is a worker_app BaseTask).
     _context: Any
+    _message: Any
     task: Any
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # Celery's strategy subclasses the request per task with a fast on_success of its own
+        # (it does not call ours): wrap it so the result reaches the ack.
+        super().__init_subclass__(**kwargs)
+        fast = cls.__dict__.get("on_success")
+        if fast is not None:
+
+            def on_success(self: Request, failed__retval__runtime: Any, **kw: Any) -> Any:
+                self._note_success(failed__retval__runtime)
+                return fast(self, failed__retval__runtime, **kw)
+
+            cls.on_success = on_success  # type: ignore[method-assign]
+
+    def _note_success(self, failed__retval__runtime: Any) -> None:
+        if not failed__retval__runtime[0] and self._message is not None:
+            self._message.job_succeeded = self.id
+
+    def on_success(self, failed__retval__runtime: Any, **kwargs: Any) -> Any:
+        self._note_success(failed__retval__runtime)
+        return super().on_success(failed__retval__runtime, **kwargs)
 
     def on_failure(
         self, exc_info: Any, send_failed_event: bool = True, return_ok: bool = False

@@ -1,11 +1,23 @@
-"""kombu's Redis transport with two additions: an item on a queue list that is not a kombu
-message envelope is dead-lettered as raw bytes instead of crashing the worker, and every message
-recovered from a lost worker (its lease expired) is logged."""
+"""kombu's Redis transport, guarded and batched.
+
+- An item on a queue list that is not a kombu message envelope is dead-lettered as raw bytes
+  instead of crashing the worker, and every message recovered from a lost worker (its lease
+  expired) is logged.
+- While there is work, the worker fetches with one script call instead of BRPOP plus a hold:
+  the call releases every delivery acked since the previous one, then pops as many messages as
+  the worker has room for, in weighted queue order, and holds each (unacked index and hash) in
+  the same atomic step, so no message is ever popped without being held. An idle worker blocks
+  in BRPOP as kombu does; the first message after idle is held with one more call. Acks made
+  while a fetch is in flight ride on the next one: a busy worker spends one round trip per
+  fetch, none per ack.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,9 +28,13 @@ from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps as kombu_dumps
+from redis.exceptions import NoScriptError
 
-from worker_app import delays, keys
+from worker_app import delays, job_scripts, keys
+from worker_app.config import get_settings
 from worker_app.poison import dead_letter, raw_entry
+from worker_app.stats import COUNTERS
+from worker_app.waits import WAITS
 
 logger = logging.getLogger(__name__)
 
@@ -42,23 +58,204 @@ def _envelope(item: bytes) -> dict[str, Any]:
     return envelope
 
 
+# The worker's one script: release acked deliveries (ending the jobs that succeeded), pop up to
+# ``slots`` messages in the given queue orders, and for each popped or given message start its
+# job and hold it (unacked index and hash) -- or drop it when its job was cancelled, or when it
+# repeats a publish-once job.
+# KEYS: unacked index, unacked hash, the queue lists.
+# ARGV: key prefix (first: the shared functions read it there), now, number of queues, slots,
+# number of acks, worker name, retention, number of given messages; then per slot the order in
+# which to try the queues (1-based positions among the queue keys); then per ack its tag and
+# job id ('' when it did not succeed); then per given message its queue position and itself.
+# Returns (queue position, verdict, message) triples; the verdict is 'held', 'cancelled',
+# 'duplicate', or 'bad' (not a message envelope; not held).
+_FETCH = (
+    job_scripts.WORKER_FUNCTIONS
+    + """
+local prefix, now, nq, slots = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local nacks, hostname, retention, ngiven = tonumber(ARGV[5]), ARGV[6], ARGV[7], tonumber(ARGV[8])
+local acks_at = 9 + slots * nq
+local given_at = acks_at + 2 * nacks
+if nacks > 0 then
+  local tags = {}
+  for i = 0, nacks - 1 do
+    local at = acks_at + 2 * i
+    tags[#tags + 1] = ARGV[at]
+    if ARGV[at + 1] ~= '' then finish_job(prefix, ARGV[at + 1], now, retention) end
+  end
+  redis.call('ZREM', KEYS[1], unpack(tags))
+  redis.call('HDEL', KEYS[2], unpack(tags))
+end
+local function hold(item)
+  local ok, msg = pcall(cjson.decode, item)
+  local props = ok and type(msg) == 'table' and msg.properties
+  local info = type(props) == 'table' and props.delivery_info
+  local tag = type(props) == 'table' and props.delivery_tag
+  if type(info) ~= 'table' or type(tag) ~= 'string' then return 'bad' end
+  local verdict = start_job(prefix, msg, now, hostname)
+  if verdict ~= 'run' then return verdict end
+  redis.call('ZADD', KEYS[1], now, tag)
+  redis.call('HSET', KEYS[2], tag, '[' .. item .. ',' .. cjson.encode(info.exchange) .. ','
+    .. cjson.encode(info.routing_key) .. ']')
+  return 'held'
+end
+local out = {}
+local function add(q, item)
+  out[#out + 1] = q
+  out[#out + 1] = hold(item)
+  out[#out + 1] = item
+end
+for i = 0, ngiven - 1 do
+  add(tonumber(ARGV[given_at + 2 * i]), ARGV[given_at + 2 * i + 1])
+end
+local position = {}
+for i = 1, nq do position[KEYS[2 + i]] = i end
+for s = 0, slots - 1 do
+  local lists = {}
+  for i = 1, nq do lists[i] = KEYS[2 + tonumber(ARGV[8 + s * nq + i])] end
+  lists[nq + 1] = 'RIGHT'
+  local popped = nq > 0 and redis.call('LMPOP', nq, unpack(lists)) or nil
+  if not popped then break end
+  add(position[popped[1]], popped[2][1])
+end
+return out
+"""
+)
+_FETCH_SHA = hashlib.sha1(_FETCH.encode()).hexdigest()
+
+
 class GuardedChannelMixin:
-    """Reads the BRPOP reply like kombu, checking the envelope before delivering it; parks
-    messages due later in Redis instead of the queue; reuses one client object."""
+    """Fetches with the worker's script while there is work and with BRPOP when idle,
+    checking every envelope before delivering it; parks messages due later in Redis instead of
+    the queue; reuses one client object."""
 
     _sync_client: Any = None
+    #: The command in flight on the polling connection is the fetch script (else BRPOP).
+    _fetching = False
+    #: The last fetch found work: fetch again rather than block.
+    _busy = False
+    #: The fetch script is known to be loaded on the server.
+    _fetch_loaded = False
+    #: Messages being delivered were held by the fetch script already.
+    _held = False
+    _fetch_names: list[str]
+    #: The thread of the event loop that fetches.
+    _loop_thread: int | None = None
+    _acks_in_flight: list[Ack]
+
+    @property
+    def pending_acks(self: Any) -> list[Ack]:
+        """Deliveries acked in memory, to be released in Redis by the next fetch."""
+        acks: list[Ack] | None = self.__dict__.get("_pending_acks")
+        if acks is None:
+            acks = self.__dict__["_pending_acks"] = []
+        return acks
+
+    def ack_later(self: Any) -> bool:
+        """Whether an ack now can ride on the next fetch (a fetch is in flight or about to be
+        sent), rather than needing a call of its own (a BRPOP may block for a second, and an
+        ack from another thread than the event loop's is released at once)."""
+        return (
+            not self.global_keyprefix
+            and not (self._in_poll and not self._fetching)
+            and threading.get_ident() == self._loop_thread
+        )
+
+    def flush_acks(self: Any) -> None:
+        """Release every pending ack in Redis now."""
+        acks = self.pending_acks
+        if acks:
+            taken = list(acks)
+            self.release(taken)
+            del acks[: len(taken)]
+
+    def release(self: Any, acks: list[Ack]) -> None:
+        """Release ``acks`` in Redis now (ending the jobs that succeeded)."""
+        self._call_fetch([], 0, acks, [])
+
+    def _fetch_args(
+        self: Any, names: list[str], slots: int, acks: list[Ack], given: list[tuple[int, bytes]]
+    ) -> list[Any]:
+        position = {name: index for index, name in enumerate(names, 1)}
+        settings = get_settings()
+        return [
+            _FETCH_SHA,
+            2 + len(names),
+            self.qos.unacked_index_key,
+            self.qos.unacked_key,
+            *(self._q_for_pri(name, 0) for name in names),
+            keys.PREFIX + ":",
+            time.time(),
+            len(names),
+            slots,
+            len(acks),
+            _hostname(),
+            int(max(1, settings.asynq_retention.total_seconds())),
+            len(given),
+            *(
+                position[name]
+                for _ in range(slots)
+                for name in self._queue_cycle.consume(len(names))
+            ),
+            *(field for ack in acks for field in ack),
+            *(field for pair in given for field in pair),
+        ]
+
+    def _load_fetch(self: Any, client: Any) -> None:
+        if not self._fetch_loaded:
+            client.script_load(_FETCH)
+            self._fetch_loaded = True
+
+    def _call_fetch(
+        self: Any, names: list[str], slots: int, acks: list[Ack], given: list[tuple[int, bytes]]
+    ) -> list[Any]:
+        """The fetch script, called and answered at once (not on the polling connection)."""
+        args = self._fetch_args(names, slots, acks, given)
+        with self.conn_or_acquire() as client:
+            self._load_fetch(client)
+            try:
+                reply: list[Any] = client.evalsha(*args)
+            except NoScriptError:
+                self._fetch_loaded = False
+                self._load_fetch(client)
+                reply = client.evalsha(*args)
+        return reply
+
+    def _brpop_start(self: Any, timeout: Any = None) -> None:
+        self._loop_thread = threading.get_ident()
+        if self.global_keyprefix or not (self._busy or self.pending_acks):
+            self._fetching = False
+            super()._brpop_start(timeout)  # type: ignore[misc]
+            return None
+        names = list(self.active_queues)
+        if not names:
+            return None
+        with self.conn_or_acquire() as client:
+            self._load_fetch(client)
+        slots = self.qos.can_consume_max_estimate() or 1
+        acks = self.pending_acks
+        self._acks_in_flight = list(acks)
+        acks.clear()
+        args = self._fetch_args(names, slots, self._acks_in_flight, [])
+        self._fetch_names = names
+        self._in_poll = self.client.connection
+        self._brpop_sent_at = time.monotonic()
+        self._fetching = True
+        self.client.connection.send_command("EVALSHA", *args)
+        return None
 
     @contextmanager
-    def conn_or_acquire(self: Any, client: Any = None) -> Iterator[Any]:
+    def conn_or_acquire(self, client: Any = None) -> Iterator[Any]:
         # kombu builds a new redis-py client (a ~170-entry callback table) for every command
         # it sends outside BRPOP: twice per message. One client over the same connection pool
         # does the same job; a new pool (after a reconnect) gets a new client.
         if client:
             yield client
             return
-        cached = self._sync_client
-        if cached is None or cached.connection_pool is not self.pool:
-            cached = self._sync_client = self._create_client()
+        this: Any = self
+        cached = this._sync_client
+        if cached is None or cached.connection_pool is not this.pool:
+            cached = this._sync_client = this._create_client()
         yield cached
 
     def _put(self: Any, queue: str, message: dict[str, Any], **kwargs: Any) -> Any:
@@ -71,6 +268,8 @@ class GuardedChannelMixin:
         return super()._put(queue, message, **kwargs)  # type: ignore[misc]
 
     def _brpop_read(self: Any, **options: Any) -> bool:
+        if self._fetching:
+            return bool(self._fetch_read(**options))
         try:
             try:
                 reply = self.client.parse_response(self.client.connection, "BRPOP", **options)
@@ -79,30 +278,114 @@ class GuardedChannelMixin:
                 raise
             if not reply:
                 raise Empty()
-            dest, item = reply
-            queue = bytes_to_str(dest).rsplit(self.sep, 1)[0]
-            self._queue_cycle.rotate(queue)
-            try:
-                payload = _envelope(item)
-            except ValueError as exc:  # JSONDecodeError and MalformedEnvelope
-                dead_letter(raw_entry(item, queue, exc))
-                return True
-            self.connection._deliver(payload, queue)
-            return True
         finally:
             self._in_poll = None
             self._flush_brpop_reauth()
+        dest, item = reply
+        queue = bytes_to_str(dest).rsplit(self.sep, 1)[0]
+        # There may be more: fetch in batches until a fetch finds nothing.
+        self._busy = True
+        try:
+            _envelope(item)
+        except ValueError as exc:  # JSONDecodeError and MalformedEnvelope
+            dead_letter(raw_entry(item, queue, exc))
+            return True
+        # Popped by BRPOP: start its job and hold it (with any acks pending) in one call.
+        acks = list(self.pending_acks)
+        self.pending_acks.clear()
+        try:
+            reply = self._call_fetch([queue], 0, acks, [(1, item)])
+        except BaseException:
+            self.pending_acks[:0] = acks
+            raise
+        self._deliver_batch([queue], reply)
+        return True
+
+    def _fetch_read(self: Any, **options: Any) -> bool:
+        acks, self._acks_in_flight = self._acks_in_flight, []
+        try:
+            try:
+                reply = self.client.parse_response(self.client.connection, "EVALSHA", **options)
+            except self.connection_errors:
+                self.client.connection.disconnect()
+                self.pending_acks[:0] = acks
+                raise
+            except NoScriptError:
+                # The server lost its scripts (a restart): the call did nothing at all.
+                self.pending_acks[:0] = acks
+                self._fetch_loaded = False
+                raise Empty() from None
+        finally:
+            self._in_poll = None
+            self._fetching = False
+            self._flush_brpop_reauth()
+        if not reply:
+            self._busy = False
+            raise Empty()
+        self._deliver_batch(self._fetch_names, reply)
+        return True
+
+    def _deliver_batch(self: Any, names: list[str], reply: list[Any]) -> None:
+        """Deliver what the fetch script held; dead-letter what is no message; log the rest."""
+        errors: list[BaseException] = []
+        for index in range(0, len(reply), 3):
+            position, verdict, item = reply[index : index + 3]
+            queue = names[int(position) - 1]
+            verdict = bytes_to_str(verdict)
+            try:
+                payload = _envelope(item)
+            except ValueError as exc:  # JSONDecodeError and MalformedEnvelope
+                if verdict == "held":  # held after all: release it with the next fetch
+                    self.pending_acks.append((_tag_of(item), ""))
+                dead_letter(raw_entry(item, queue, exc))
+                continue
+            if verdict != "held":
+                _log_not_run(payload, verdict)
+                continue
+            WAITS.observe(queue, payload.get("headers") or {})
+            self._held = True
+            try:
+                self.connection._deliver(payload, queue)
+            except Exception as exc:  # deliver the rest of the batch; raise the first error
+                errors.append(exc)
+            finally:
+                self._held = False
+        if errors:
+            raise errors[0]
+
+
+#: A delivery to release: its tag, and the id of its job if it succeeded ('' otherwise).
+Ack = tuple[str, str]
+
+#: The name of the worker in this process (set by its consumer), written on the jobs it starts.
+WORKER_NAME = ""
+
+
+def _hostname() -> str:
+    return WORKER_NAME
+
+
+def _log_not_run(payload: dict[str, Any], verdict: str) -> None:
+    headers = payload.get("headers") or {}
+    what = f"{headers.get('task', '?')}[{headers.get('id', '?')}]"
+    if verdict == "cancelled":
+        COUNTERS.cancelled += 1
+        logger.info("%s not run: the job was cancelled before it started", what)
+    else:
+        logger.info("%s duplicate delivery, not run", what)
+
+
+def _tag_of(item: bytes) -> str:
+    try:
+        return str(json.loads(item)["properties"]["delivery_tag"])
+    except (ValueError, TypeError, KeyError):
+        return ""
 
 
 # KEYS: unacked index, unacked hash. ARGV: now, delivery tag, the message as kombu stores it.
 _HOLD = """
 redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
-"""
-# KEYS: unacked index, unacked hash. ARGV: delivery tag.
-_RELEASE = """
-redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('HDEL', KEYS[2], ARGV[1])
 """
 
 
@@ -112,18 +395,19 @@ class QoS(kombu_redis.QoS):
     because its lease expired."""
 
     _sweeping = False
-    _scripts: tuple[Any, Any] | None = None
-
-    def _hold_release(self, client: Any) -> tuple[Any, Any]:
-        if self._scripts is None:
-            self._scripts = (client.register_script(_HOLD), client.register_script(_RELEASE))
-        return self._scripts
+    _hold_script: Any = None
 
     def append(self, message: Any, delivery_tag: Any) -> None:
+        if self.channel._held:  # type: ignore[attr-defined]
+            virtual_qos_append(self, message, delivery_tag)
+            return
+        # Not through the fetch script (a basic_get): held as kombu does, no job started.
         delivery = message.delivery_info
         raw = kombu_dumps([message._raw, delivery["exchange"], delivery["routing_key"]])
         with self.channel.conn_or_acquire() as client:  # type: ignore[attr-defined]
-            hold, _ = self._hold_release(client)
+            if self._hold_script is None:
+                self._hold_script = client.register_script(_HOLD)
+            hold = self._hold_script
             hold(
                 keys=[self.unacked_index_key, self.unacked_key],
                 args=[time.time(), delivery_tag, raw],
@@ -132,12 +416,22 @@ class QoS(kombu_redis.QoS):
         virtual_qos_append(self, message, delivery_tag)
 
     def ack(self, delivery_tag: Any) -> None:
-        with self.channel.conn_or_acquire() as client:  # type: ignore[attr-defined]
-            _, release = self._hold_release(client)
-            release(
-                keys=[self.unacked_index_key, self.unacked_key], args=[delivery_tag], client=client
-            )
+        channel: Any = self.channel
+        message = (self._delivered or {}).get(delivery_tag)
+        ack = (str(delivery_tag), str(getattr(message, "job_succeeded", "") or ""))
+        if not channel.ack_later():  # released now, in a call of its own
+            channel.release([ack])
+            virtual_qos_ack(self, delivery_tag)
+            return
+        channel.pending_acks.append(ack)
         virtual_qos_ack(self, delivery_tag)
+        if not self.can_consume():  # no fetch will come to carry it
+            channel.flush_acks()
+
+    def restore_unacked(self, client: Any = None) -> Any:
+        # Acked deliveries are released before the rest go back on their queues.
+        self.channel.flush_acks()  # type: ignore[attr-defined]
+        return super().restore_unacked(client)
 
     def restore_visible(self, *args: Any, **kwargs: Any) -> Any:
         self._sweeping = True

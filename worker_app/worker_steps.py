@@ -16,6 +16,8 @@ from worker_app.config import get_settings
 from worker_app.delays import Releaser
 from worker_app.health import beat
 from worker_app.redis_client import get_redis
+from worker_app.waits import FLUSH_INTERVAL as WAIT_FLUSH_INTERVAL
+from worker_app.waits import WAITS
 
 logger = logging.getLogger(__name__)
 
@@ -174,3 +176,22 @@ class DelayReleaser(PeriodicThread):
 
     def tick(self) -> int:
         return self.releaser.release()
+
+
+class WaitFlusher(PeriodicThread):
+    """Every second, add the waits this worker counted to the per-queue histograms; once more
+    when the worker stops."""
+
+    period = WAIT_FLUSH_INTERVAL
+    doing = "wait histogram update"
+
+    def tick(self) -> int:
+        WAITS.flush(get_redis())
+        return 0
+
+    def stop(self, worker: Any) -> None:
+        super().stop(worker)
+        try:
+            WAITS.flush(get_redis())
+        except redis.RedisError as exc:
+            logger.warning("%s skipped: Redis is unreachable (%s)", self.doing, exc)
