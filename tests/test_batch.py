@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from typing import Any
 
 import pytest
 import redis
@@ -79,3 +80,38 @@ def test_a_restarted_redis_without_its_scripts_loses_no_job_and_no_record(
     )
     time.sleep(0.5)
     assert sorted(int(v) for v in redis_client.lrange(key, 0, -1)) == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("countdown", [None, 1.0, 60.0])
+def test_batch_messages_are_the_ones_celery_and_kombu_would_build(
+    redis_client: redis.Redis, countdown: float | None
+) -> None:
+    """Every message of a batch equals what Celery's builder and kombu's envelope code make
+    for that job, except the delivery tag and the enqueue time, which are the job's own."""
+    import base64
+    import json
+
+    from worker_app.celery import app
+    from worker_app.publish import Job, _Publisher, _Template
+
+    kwargs = {"key": 'a "quoted" \\ key', "value": 7, "nested": {"list": [1, 2.5, None]}}
+    connection: Any
+    with app.pool.acquire(block=True) as connection:
+        publisher = _Publisher(connection.default_channel, e2e_tasks.record, "low")
+        template = _Template(publisher, countdown, None, {"traceparent": "00-abc-def-01"})
+        job = Job(str(uuid.uuid4()), kwargs)
+        built = template.message(job, 1234.5)
+        headers, body, properties = publisher.message(job, countdown, None)
+    headers.update({"traceparent": "00-abc-def-01", keys.PUBLISHED_AT: 1234.5})
+    headers[keys.FIRST_ENQUEUED_AT] = 1234.5
+    # The due time is the template's (one batch, one countdown): compare against it.
+    headers["eta"] = json.loads(built.split("\n", 1)[-1])["headers"]["eta"]
+    key, mode, _due, expected = publisher.placement(headers, body, properties)
+    assert (key, mode) == (template.key, template.mode)
+    if mode == "park":
+        assert built.startswith("low\n") and expected.startswith("low\n")
+        built, expected = built.split("\n", 1)[1], expected.split("\n", 1)[1]
+    ours, theirs = json.loads(built), json.loads(expected)
+    assert ours["properties"].pop("delivery_tag") != theirs["properties"].pop("delivery_tag")
+    assert ours == theirs
+    assert json.loads(base64.b64decode(ours["body"])) == [[], kwargs, body[2]]

@@ -21,7 +21,7 @@ from celery.exceptions import Ignore, Reject, Retry
 from kombu.exceptions import OperationalError
 from pydantic import BaseModel, ValidationError
 
-from worker_app import concurrency, jobs, keys, ratelimit
+from worker_app import concurrency, jobs, keys, ratelimit, waits
 from worker_app.config import get_settings
 from worker_app.dlq_store import Entry
 from worker_app.errors import (
@@ -59,6 +59,10 @@ def _float(value: object) -> float | None:
         return float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return None
+
+
+def _queue(request: Any) -> str:
+    return str((request.delivery_info or {}).get("routing_key") or "")
 
 
 def backoff_bound(attempt: int, base: float, cap: float) -> float:
@@ -186,9 +190,13 @@ class BaseTask(Task[Any, Any]):
         request = self.request
         job_id = str(request.id)
         records = jobs.store()
-        # The job was marked active (or refused: cancelled, a publish-once repeat) by the worker's
-        # fetch that held its message, and its success is recorded with the ack
-        # (worker_app.transport): here only the outcomes the pool process decides are written.
+        # A job is marked active (or refused: cancelled, a publish-once repeat) by the worker's
+        # fetch that holds its message, and its success is recorded with the ack
+        # (worker_app.transport). A message with an ETA waits in the worker until due, so its
+        # job starts here, when it really starts: one round trip that also says whether it was
+        # cancelled meanwhile or repeats a publish-once job that already ran or is running.
+        if request.eta:
+            self._start_when_due(records, job_id)
         try:
             if self.global_rate_limit is not None:
                 wait = ratelimit.wait_for_token(self.name, self.global_rate_limit)
@@ -229,6 +237,31 @@ class BaseTask(Task[Any, Any]):
         if result is not None:
             records.keep_result(job_id, jobs.result_json(result))
         return result
+
+    def _start_when_due(self, records: jobs.JobStore, job_id: str) -> None:
+        """Mark a job that waited for its ETA active now.
+
+        Raises:
+            Ignore: it was cancelled meanwhile, or repeats a publish-once job that ran.
+        """
+        request = self.request
+        headers = dict(request.headers or {})
+        headers["eta"] = request.eta if isinstance(request.eta, str) else str(request.eta)
+        before = records.started(
+            job_id,
+            request.retries + 1,
+            str(request.hostname or ""),
+            _queue(request),
+            waits.waited(headers),
+            once=jobs.publish_once(request.headers, request.retries),
+            redelivered=bool((request.delivery_info or {}).get("redelivered")),
+        )
+        if before == "cancelled":
+            logger.info("not run: the job was cancelled before it started")
+            raise Ignore()
+        if before == "duplicate":
+            logger.info("duplicate delivery, not run")
+            raise Ignore()
 
     def _take_slot(self, job_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
         """Hold a per-key slot for this run, or defer the job when the key is at its limit."""

@@ -135,10 +135,12 @@ end
 
 -- Start the job of a message: 'run', or 'cancelled' (do not run), or 'duplicate' (a
 -- publish-once delivery of a job that has ended, or has started before -- unless this is the
--- lost worker's own message back).
+-- lost worker's own message back). A message with an ETA waits in the worker until it is due:
+-- its job starts in the pool process (STARTED), when it really starts.
 local function start_job(prefix, msg, now, hostname)
   local headers = type(msg) == 'table' and msg.headers
   if type(headers) ~= 'table' or type(headers.id) ~= 'string' then return 'run' end
+  if truthy(headers.eta) then return 'run' end
   local id = headers.id
   local retries = tonumber(headers.retries) or 0
   local key = prefix .. 'job:' .. id
@@ -178,4 +180,36 @@ end
 RESULT = """
 local key = ARGV[1] .. 'job:' .. ARGV[2]
 if redis.call('EXISTS', key) == 1 then redis.call('HSET', key, 'result', ARGV[3]) end
+"""
+
+# A batch of new jobs (ids never used before) of one task for one queue, with their messages:
+# one record each, the indexes and the queue in one command each for the whole batch.
+# KEYS: the queue list, or the delayed set. ARGV: prefix, task, queue, status, 'list' or 'park',
+# number of jobs, then per job: id, created, run_at, payload json, message (for 'park', the
+# delayed set's member), due time.
+PUBLISHED_BATCH = """
+local prefix, task, queue, status, mode = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local n = tonumber(ARGV[6])
+local scored, messages = {}, {}
+for i = 0, n - 1 do
+  local at = 7 + 6 * i
+  local id, created = ARGV[at], ARGV[at + 1]
+  redis.call('HSET', prefix .. 'job:' .. id, 'id', id, 'type', task, 'queue', queue,
+    'status', status, 'created_at', created, 'updated_at', created, 'run_at', ARGV[at + 2],
+    'attempts', 0, 'payload', ARGV[at + 3])
+  scored[#scored + 1] = created
+  scored[#scored + 1] = id
+  if mode == 'park' then messages[#messages + 1] = ARGV[at + 5] end
+  messages[#messages + 1] = ARGV[at + 4]
+end
+redis.call('ZADD', prefix .. 'jobs:by:status:' .. status, unpack(scored))
+redis.call('ZADD', prefix .. 'jobs:index', unpack(scored))
+redis.call('ZADD', prefix .. 'jobs:by:type:' .. task, unpack(scored))
+redis.call('ZADD', prefix .. 'jobs:by:queue:' .. queue, unpack(scored))
+if mode == 'park' then
+  redis.call('ZADD', KEYS[1], unpack(messages))
+else
+  redis.call('LPUSH', KEYS[1], unpack(messages))
+end
+return n
 """

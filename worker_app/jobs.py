@@ -101,6 +101,7 @@ class JobStore:
         self.retention = int(max(1, retention_seconds))
         self._published = client.register_script(scripts.PUBLISHED)
         self.with_message = client.register_script(scripts.PUBLISHED_WITH_MESSAGE)
+        self.batch = client.register_script(scripts.PUBLISHED_BATCH)
         self._started = client.register_script(scripts.STARTED)
         self._finished = client.register_script(scripts.FINISHED)
         self._result = client.register_script(scripts.RESULT)

@@ -342,7 +342,9 @@ class GuardedChannelMixin:
             if verdict != "held":
                 _log_not_run(payload, verdict)
                 continue
-            WAITS.observe(queue, payload.get("headers") or {})
+            headers = payload.get("headers") or {}
+            if not headers.get("eta"):  # one with an ETA is counted when it starts
+                WAITS.observe(queue, headers)
             self._held = True
             try:
                 self.connection._deliver(payload, queue)
