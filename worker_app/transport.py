@@ -108,15 +108,28 @@ end
 for i = 0, ngiven - 1 do
   add(tonumber(ARGV[given_at + 2 * i]), ARGV[given_at + 2 * i + 1])
 end
-local position = {}
-for i = 1, nq do position[KEYS[2 + i]] = i end
+-- LMPOP (Redis 7) pops from the first non-empty list in one command; older servers try each.
+local lmpop = (tonumber(redis.REDIS_VERSION_NUM) or 0) >= 0x070000
 for s = 0, slots - 1 do
-  local lists = {}
-  for i = 1, nq do lists[i] = KEYS[2 + tonumber(ARGV[8 + s * nq + i])] end
-  lists[nq + 1] = 'RIGHT'
-  local popped = nq > 0 and redis.call('LMPOP', nq, unpack(lists)) or nil
-  if not popped then break end
-  add(position[popped[1]], popped[2][1])
+  local q, item
+  if lmpop and nq > 0 then
+    local lists = {}
+    for i = 1, nq do lists[i] = KEYS[2 + tonumber(ARGV[8 + s * nq + i])] end
+    lists[nq + 1] = 'RIGHT'
+    local popped = redis.call('LMPOP', nq, unpack(lists))
+    if popped then
+      for i = 1, nq do if KEYS[2 + i] == popped[1] then q = i end end
+      item = popped[2][1]
+    end
+  else
+    for i = 1, nq do
+      q = tonumber(ARGV[8 + s * nq + i])
+      item = redis.call('RPOP', KEYS[2 + q])
+      if item then break end
+    end
+  end
+  if not item then break end
+  add(q, item)
 end
 return out
 """
@@ -432,7 +445,14 @@ class QoS(kombu_redis.QoS):
 
     def restore_unacked(self, client: Any = None) -> Any:
         # Acked deliveries are released before the rest go back on their queues.
-        self.channel.flush_acks()  # type: ignore[attr-defined]
+        channel: Any = self.channel
+        try:
+            channel.flush_acks()
+        except channel.connection_errors as exc:
+            # Their leases lapse and the sweep puts them back: they may run once more.
+            logger.warning(
+                "%d acks not released: Redis unreachable (%s)", len(channel.pending_acks), exc
+            )
         return super().restore_unacked(client)
 
     def restore_visible(self, *args: Any, **kwargs: Any) -> Any:
