@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 import redis
+from kombu.utils.json import loads as kombu_loads
 
 from tests import e2e_tasks
 from tests.conftest import Worker, wait_until
@@ -100,8 +102,11 @@ def test_batch_messages_are_the_ones_celery_and_kombu_would_build(
         publisher = _Publisher(connection.default_channel, e2e_tasks.record, "low")
         template = _Template(publisher, countdown, None, {"traceparent": "00-abc-def-01"})
         job = Job(str(uuid.uuid4()), kwargs)
-        built = template.message(job, 1234.5)
+        built, payload = template.message(job, 1234.5)
         headers, body, properties = publisher.message(job, countdown, None)
+        # Values plain JSON cannot hold take kombu's typed encoding, as with .delay().
+        when = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
+        typed, typed_payload = template.message(Job(str(uuid.uuid4()), {"when": when}), 1.0)
     headers.update({"traceparent": "00-abc-def-01", keys.PUBLISHED_AT: 1234.5})
     headers[keys.FIRST_ENQUEUED_AT] = 1234.5
     # The due time is the template's (one batch, one countdown): compare against it.
@@ -115,3 +120,7 @@ def test_batch_messages_are_the_ones_celery_and_kombu_would_build(
     assert ours["properties"].pop("delivery_tag") != theirs["properties"].pop("delivery_tag")
     assert ours == theirs
     assert json.loads(base64.b64decode(ours["body"])) == [[], kwargs, body[2]]
+    assert json.loads(payload) == {"args": [], "kwargs": kwargs}
+    typed_body = json.loads(typed.split("\n", 1)[-1])["body"]
+    assert kombu_loads(base64.b64decode(typed_body))[1] == {"when": when}
+    assert json.loads(typed_payload) == {"args": [], "kwargs": {"when": str(when)}}

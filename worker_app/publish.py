@@ -33,7 +33,7 @@ from kombu.serialization import dumps
 from kombu.utils.json import dumps as json_dumps
 from pydantic import BaseModel
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from worker_app import jobs, keys, tracing
@@ -184,11 +184,20 @@ class _Template:
         # Even positions are literal text, odd ones the names of the slots between them.
         self.parts = _SLOT.split(json_dumps(envelope))
 
-    def message(self, job: Job, now: float) -> str:
-        """The envelope of ``job`` (for 'park', the delayed set's member), as JSON text."""
-        body = f"[[], {json_dumps(job.kwargs)}, {self.embed}]"
+    def message(self, job: Job, now: float) -> tuple[str, str]:
+        """The envelope of ``job`` (for 'park', the delayed set's member) and its record's
+        payload, as JSON text."""
+        try:
+            # Plain JSON data (always, for a task with a payload model) encodes the same with
+            # the standard library as with kombu's encoder, and serves the record as well.
+            arguments = json.dumps(job.kwargs)
+            payload = f'{{"args": [], "kwargs": {arguments}}}'
+        except TypeError:  # dates and the like: kombu's typed encoding, as Celery would send
+            arguments = json_dumps(job.kwargs)
+            payload = json.dumps({"args": [], "kwargs": job.kwargs}, default=str)
+        body = f"[[], {arguments}, {self.embed}]"
         values = {
-            _ID: json.dumps(job.id),
+            _ID: f'"{job.id}"',  # a uuid4: nothing to escape
             _BODY: '"' + base64.b64encode(body.encode()).decode() + '"',
             _KWREPR: json.dumps(_short_repr(job.kwargs)),
             _TIME: repr(now),
@@ -196,7 +205,56 @@ class _Template:
         }
         parts = self.parts
         text = "".join(part if n % 2 == 0 else values[part] for n, part in enumerate(parts))
-        return member(self.list_key, text) if self.mode == "park" else text
+        return (member(self.list_key, text) if self.mode == "park" else text), payload
+
+
+def _pack(*args: Any) -> bytes:
+    """One command in Redis's protocol (strings as UTF-8, floats as repr, ints as str)."""
+    out = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        if isinstance(arg, bytes):
+            data = arg
+        elif isinstance(arg, str):
+            data = arg.encode()
+        elif isinstance(arg, float):
+            data = repr(arg).encode()
+        else:
+            data = str(arg).encode()
+        out += (b"$%d\r\n" % len(data), data, b"\r\n")
+    return b"".join(out)
+
+
+class _Sender:
+    """Commands written to one connection of ``client``'s pool as they come, their replies
+    read at the end (an error reply is returned, not raised)."""
+
+    def __init__(self, client: Any) -> None:
+        self.pool = client.connection_pool
+        self.connection: Any = None
+        self.sent = 0
+
+    def __enter__(self) -> _Sender:
+        self.connection = self.pool.get_connection()
+        return self
+
+    def send(self, *args: Any) -> None:
+        self.connection.send_packed_command([_pack(*args)], check_health=False)
+        self.sent += 1
+
+    def replies(self) -> list[Any]:
+        out: list[Any] = []
+        for _ in range(self.sent):
+            try:
+                out.append(self.connection.read_response())
+            except ResponseError as exc:
+                out.append(exc)
+        self.sent = 0
+        return out
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if self.sent:  # replies left unread: the connection cannot be reused
+            self.connection.disconnect()
+        self.pool.release(self.connection)
 
 
 @contextmanager
@@ -304,26 +362,28 @@ def enqueue_many(
     with _channel(f"{len(batch)} {target.name} job(s)") as channel:
         template = _Template(_Publisher(channel, target, queue_name), countdown, eta, trace)
         status = "scheduled" if template.mode == "park" or template.due else "pending"
-        for start in range(0, len(batch), BATCH_CHUNK):
-            chunk = batch[start : start + BATCH_CHUNK]
-            args: list[Any] = [jobs.P, target.name, queue_name, status, template.mode, len(chunk)]
-            for job in chunk:
-                now = time.time()
-                args += (
-                    job.id,
-                    now,
-                    template.due or now,
-                    json.dumps({"args": [], "kwargs": job.kwargs}, default=str),
-                    template.message(job, now),
-                    template.due,
-                )
-            calls.append(([template.key], args))
-        pipe = store.client.pipeline(transaction=False)
-        for job_keys, args in calls:
-            # A bare EVALSHA: through the Script object redis-py would first ask SCRIPT EXISTS.
-            pipe.evalsha(script.sha, 1, *job_keys, *args)
         try:
-            results = pipe.execute(raise_on_error=False)
+            with _Sender(store.client) as sender:
+                # Each chunk is sent as soon as it is built: Redis runs one while the next is
+                # being built, and the replies are read at the end.
+                for start in range(0, len(batch), BATCH_CHUNK):
+                    chunk = batch[start : start + BATCH_CHUNK]
+                    args: list[Any] = [
+                        jobs.P,
+                        target.name,
+                        queue_name,
+                        status,
+                        template.mode,
+                        len(chunk),
+                    ]
+                    for job in chunk:
+                        now = time.time()
+                        message, payload = template.message(job, now)
+                        args += (job.id, now, template.due or now, payload, message, template.due)
+                    calls.append(([template.key], args))
+                    # A bare EVALSHA: a Script object would first ask SCRIPT EXISTS.
+                    sender.send("EVALSHA", script.sha, 1, template.key, *args)
+                results = sender.replies()
         except (RedisError, OSError) as exc:
             raise BrokerUnavailable(
                 f"could not publish {len(batch)} {target.name} job(s): Redis unreachable ({exc})"
