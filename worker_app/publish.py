@@ -43,6 +43,7 @@ from worker_app.config import get_settings
 from worker_app.delays import due_at, member
 from worker_app.errors import BrokerUnavailable, InvalidPayload
 from worker_app.queues import check_queue
+from worker_app.redis_client import pack_command
 
 logger = logging.getLogger(__name__)
 
@@ -208,22 +209,6 @@ class _Template:
         return (member(self.list_key, text) if self.mode == "park" else text), payload
 
 
-def _pack(*args: Any) -> bytes:
-    """One command in Redis's protocol (strings as UTF-8, floats as repr, ints as str)."""
-    out = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        if isinstance(arg, bytes):
-            data = arg
-        elif isinstance(arg, str):
-            data = arg.encode()
-        elif isinstance(arg, float):
-            data = repr(arg).encode()
-        else:
-            data = str(arg).encode()
-        out += (b"$%d\r\n" % len(data), data, b"\r\n")
-    return b"".join(out)
-
-
 class _Sender:
     """Commands written to one connection of ``client``'s pool as they come, their replies
     read at the end (an error reply is returned, not raised)."""
@@ -238,7 +223,7 @@ class _Sender:
         return self
 
     def send(self, *args: Any) -> None:
-        self.connection.send_packed_command([_pack(*args)], check_health=False)
+        self.connection.send_packed_command([pack_command(*args)], check_health=False)
         self.sent += 1
 
     def replies(self) -> list[Any]:

@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cache
 from queue import Empty
 from typing import Any
 
@@ -33,6 +34,7 @@ from redis.exceptions import NoScriptError
 from worker_app import delays, job_scripts, keys
 from worker_app.config import get_settings
 from worker_app.poison import dead_letter, raw_entry
+from worker_app.redis_client import pack_command
 from worker_app.stats import COUNTERS
 from worker_app.waits import WAITS
 
@@ -190,7 +192,6 @@ class GuardedChannelMixin:
         self: Any, names: list[str], slots: int, acks: list[Ack], given: list[tuple[int, bytes]]
     ) -> list[Any]:
         position = {name: index for index, name in enumerate(names, 1)}
-        settings = get_settings()
         return [
             _FETCH_SHA,
             2 + len(names),
@@ -203,7 +204,7 @@ class GuardedChannelMixin:
             slots,
             len(acks),
             _hostname(),
-            int(max(1, settings.asynq_retention.total_seconds())),
+            _retention(),
             len(given),
             *(
                 position[name]
@@ -254,7 +255,7 @@ class GuardedChannelMixin:
         self._in_poll = self.client.connection
         self._brpop_sent_at = time.monotonic()
         self._fetching = True
-        self.client.connection.send_command("EVALSHA", *args)
+        self.client.connection.send_packed_command([pack_command("EVALSHA", *args)])
         return None
 
     @contextmanager
@@ -378,6 +379,11 @@ WORKER_NAME = ""
 
 def _hostname() -> str:
     return WORKER_NAME
+
+
+@cache
+def _retention() -> int:
+    return int(max(1, get_settings().asynq_retention.total_seconds()))
 
 
 def _log_not_run(payload: dict[str, Any], verdict: str) -> None:
