@@ -12,14 +12,18 @@ end
 """
 
 # ARGV: prefix, id, type, queue, status, now, run_at, attempt, payload json, reset ('1' on a
-# fresh run: first publish, requeue, retry by an operator), once ('1': a publish-once repeat
-# of a job that has a record already changes nothing).
+# fresh run: first publish, requeue, retry by an operator; 'new' for an id just generated, which
+# no record can have), once ('1': a publish-once repeat of a job that has a record already
+# changes nothing).
 RECORD = (
     MOVE
     + """
 local function record()
   local key = ARGV[1] .. 'job:' .. ARGV[2]
-  local old, created = unpack(redis.call('HMGET', key, 'status', 'created_at'))
+  local old, created
+  if ARGV[10] ~= 'new' then
+    old, created = unpack(redis.call('HMGET', key, 'status', 'created_at'))
+  end
   if old and ARGV[11] == '1' then return old end
   if old == 'cancelled' and ARGV[10] ~= '1' then return old end
   if not created or ARGV[10] == '1' then created = ARGV[6] end

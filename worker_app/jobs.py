@@ -124,6 +124,8 @@ class JobStore:
         """Create or move the record of a publish (or hand it ``into`` the publish itself)."""
         args = self.record_args(job_id, task, queue, status, run_at, attempt, payload, reset, once)
         if into is not None:
+            if into.new and reset:
+                args[9] = "new"
             into.record = args
             return ""
         return _text(self._published(args=args))
@@ -292,10 +294,12 @@ def result_json(result: Any) -> str:
 
 
 class Publishing:
-    """A publish in progress: the record its signal computed travels with its message."""
+    """A publish in progress: the record its signal computed travels with its message.
+    ``new``: the job id was generated for this publish, so no record can exist yet."""
 
-    def __init__(self) -> None:
+    def __init__(self, new: bool = False) -> None:
         self.record: list[str | float] | None = None
+        self.new = new
 
     def send(self, store: JobStore, key: str, mode: str, due: float, message: str) -> None:
         """Write the record (if any) and push the message, in one script call."""

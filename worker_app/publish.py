@@ -282,7 +282,7 @@ def publish_one(
             with _channel(f"{target.name}[{job.id}]") as channel:
                 publisher = _Publisher(channel, target, queue_name)
                 headers, body, properties = publisher.message(job, countdown, eta)
-                publish = jobs.Publishing()
+                publish = jobs.Publishing(new=task_id is None)
                 # The receivers (job record, log line, tracing) run as for a Celery publish;
                 # the record they write travels with the message instead of on its own.
                 with jobs.publishing(publish):
@@ -308,6 +308,18 @@ def publish_one(
         sender=target.name, body=body, headers=headers, exchange="", routing_key=queue_name
     )
     return job.id
+
+
+#: Scripts this process has loaded into Redis (by SHA1); after a Redis restart a NOSCRIPT
+#: reply still gets each call run again.
+_LOADED: set[str] = set()
+
+
+def _ensure_loaded(script: Any) -> None:
+    """Load ``script`` once per process, so a first batch is not refused chunk by chunk."""
+    if script.sha not in _LOADED:
+        script.registered_client.script_load(script.script)
+        _LOADED.add(script.sha)
 
 
 def enqueue_many(
@@ -345,6 +357,7 @@ def enqueue_many(
     script = store.batch
     calls: list[tuple[list[str], list[Any]]] = []
     with _channel(f"{len(batch)} {target.name} job(s)") as channel:
+        _ensure_loaded(script)
         template = _Template(_Publisher(channel, target, queue_name), countdown, eta, trace)
         status = "scheduled" if template.mode == "park" or template.due else "pending"
         try:
