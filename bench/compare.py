@@ -97,7 +97,7 @@ def produce(system: str, mode: str, jobs: int) -> None:
     broker = redis.Redis.from_url(os.environ["BENCH_BROKER_URL"])
     plain, batch = _producer(system)
     plain()  # connections, scripts and imports warmed up before the clock starts
-    before = total_commands(broker)
+    before = command_mix(broker)
     started = time.perf_counter()
     if mode == "plain":
         for _ in range(jobs):
@@ -109,17 +109,32 @@ def produce(system: str, mode: str, jobs: int) -> None:
             plain(time.time())
             time.sleep(0.01)
     elapsed = time.perf_counter() - started
-    spent = total_commands(broker) - before
-    print(json.dumps({"rate": jobs / elapsed, "commands": spent / jobs}))
+    mix = mix_per_job(before, command_mix(broker), jobs)
+    mix.pop("info", None)  # the measurement's own
+    print(json.dumps({"rate": jobs / elapsed, "commands": sum(mix.values()), "mix": mix}))
 
 
 # Measuring side ---------------------------------------------------------------------------
 
 
-def total_commands(client: Any) -> int:
-    """Commands Redis has run, from ``INFO commandstats`` (scripts' inner calls included)."""
+def command_mix(client: Any) -> dict[str, int]:
+    """Calls per command Redis has run, from ``INFO commandstats`` (scripts' inner calls
+    included: an EVALSHA counts once, and so does each command the script runs)."""
     stats = client.info("commandstats")
-    return sum(int(v["calls"]) for k, v in stats.items() if k.startswith("cmdstat_"))
+    return {k[8:]: int(v["calls"]) for k, v in stats.items() if k.startswith("cmdstat_")}
+
+
+def total_commands(client: Any) -> int:
+    """Commands Redis has run (scripts' inner calls included)."""
+    return sum(command_mix(client).values())
+
+
+def mix_per_job(before: dict[str, int], after: dict[str, int], jobs: int) -> dict[str, float]:
+    """Commands per job by name between two ``command_mix`` snapshots, largest first."""
+    spent = {name: (calls - before.get(name, 0)) / jobs for name, calls in after.items()}
+    return dict(
+        sorted(((k, round(v, 2)) for k, v in spent.items() if v >= 0.01), key=lambda kv: -kv[1])
+    )
 
 
 def process_tree(pid: int) -> list[int]:
@@ -176,20 +191,20 @@ class Run:
         self.counter = counter
         self.workdir = workdir
 
-    def child(self, mode: str, jobs: int) -> dict[str, float]:
+    def child(self, mode: str, jobs: int) -> dict[str, Any]:
         argv = [sys.executable, "-m", "bench.compare", "--produce", self.system, mode, str(jobs)]
         done = subprocess.run(
             argv, cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=900, check=False
         )
         if done.returncode != 0:
             raise SystemExit(f"{self.system} producer ({mode}) failed:\n{done.stderr[-2000:]}")
-        result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+        result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
         return result
 
     def done(self) -> int:
         return int(self.counter.get("done") or 0)
 
-    def measure(self, jobs: int, latency_jobs: int, idle_seconds: float) -> dict[str, float]:
+    def measure(self, jobs: int, latency_jobs: int, idle_seconds: float) -> dict[str, Any]:
         self.broker.flushall()
         self.counter.flushall()
         plain = self.child("plain", jobs)
@@ -211,11 +226,13 @@ class Run:
         sampler.start()
         try:
             wait(lambda: self.done() >= 1, 120, f"{self.system} to start working")
-            first, commands = self.done(), total_commands(self.broker)
+            first, commands = self.done(), command_mix(self.broker)
             started = time.perf_counter()
             wait(lambda: self.done() >= jobs, 900, f"{self.system} to drain {jobs} jobs")
             drain = (jobs - first) / (time.perf_counter() - started)
-            worker_commands = (total_commands(self.broker) - commands) / (jobs - first)
+            worker_mix = mix_per_job(commands, command_mix(self.broker), jobs - first)
+            worker_mix.pop("info", None)
+            worker_commands = sum(worker_mix.values())
             sampling.set()
             time.sleep(1.0)  # let the worker settle into idling
             cpu, wall = tree_cpu_seconds(worker.pid), time.monotonic()
@@ -244,6 +261,8 @@ class Run:
             "commands_per_job": plain["commands"] + worker_commands,
             "commands_enqueue": plain["commands"],
             "commands_worker": worker_commands,
+            "mix_enqueue": plain["mix"],
+            "mix_worker": worker_mix,
             "peak_rss_mb": peak[0],
             "idle_cpu_percent": idle,
         }
@@ -262,10 +281,15 @@ FIGURES = (
 )
 
 
-def summarize(results: dict[str, list[dict[str, float]]]) -> dict[str, Any]:
+def summarize(results: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     summary: dict[str, Any] = {}
     for system, runs in results.items():
-        summary[system] = {}
+        summary[system] = {
+            # Per repetition (systems run side by side within one), and the last one's mixes.
+            "drain_per_s_by_rep": [run["drain_per_s"] for run in runs],
+            "mix_enqueue": runs[-1]["mix_enqueue"],
+            "mix_worker": runs[-1]["mix_worker"],
+        }
         for name, _, _ in (*FIGURES, ("commands_enqueue", "", False), ("commands_worker", "", 0)):
             values = [run[name] for run in runs]
             summary[system][name] = {
@@ -294,6 +318,22 @@ def table(summary: dict[str, Any]) -> str:
         )
     enq, work = cell("worker_app", "commands_enqueue"), cell("worker_app", "commands_worker")
     lines.append(f"worker_app commands per job: {enq:.1f} enqueue + {work:.1f} worker")
+    for side in ("enqueue", "worker"):
+        mix = summary["worker_app"][f"mix_{side}"]
+        lines.append(f"  {side}: " + ", ".join(f"{k} {v:g}" for k, v in mix.items()))
+    ratios = [
+        ours / base
+        for ours, base in zip(
+            summary["worker_app"]["drain_per_s_by_rep"],
+            summary["celery"]["drain_per_s_by_rep"],
+            strict=True,
+        )
+    ]
+    lines.append(
+        "drain vs vanilla Celery, each repetition: "
+        + ", ".join(f"{r:.2f}x" for r in ratios)
+        + f" (median {statistics.median(ratios):.2f}x)"
+    )
     lines.append(
         "enqueue_many vs vanilla .delay() loop: "
         f"{cell('worker_app', 'enqueue_batch_per_s') / cell('celery', 'enqueue_per_s'):.1f}x"
@@ -338,7 +378,7 @@ def main() -> None:
         }
         broker = redis.Redis.from_url(broker_server.url)
         counter = redis.Redis.from_url(counter_server.url)
-        results: dict[str, list[dict[str, float]]] = {system: [] for system in SYSTEMS}
+        results: dict[str, list[dict[str, Any]]] = {system: [] for system in SYSTEMS}
         try:
             for rep in range(reps):
                 for system in SYSTEMS:
@@ -348,7 +388,9 @@ def main() -> None:
                     results[system].append(figures)
                     print(
                         f"rep {rep + 1}/{reps} {system}: "
-                        + ", ".join(f"{k} {v:.1f}" for k, v in figures.items()),
+                        + ", ".join(
+                            f"{k} {v:.1f}" for k, v in figures.items() if isinstance(v, float | int)
+                        ),
                         flush=True,
                     )
         finally:

@@ -51,3 +51,37 @@ def test_sigterm_during_a_long_task_requeues_it_and_exits_0_in_time(
         f"restarted by the next worker, lost=0, runs={len(runs)}"
     )
     assert runs == [1, 1]
+
+
+def test_a_sigterm_releases_every_ack_so_no_finished_job_runs_again(
+    tmp_path: Path, redis_client: redis.Redis
+) -> None:
+    """Acks ride on the worker's next fetch; a stopping worker fetches no more, so it must
+    release them itself. Jobs finishing during the shutdown window and right before it are all
+    gone from the unacked set when the worker exits, and the next worker runs only the rest."""
+    env = child_env(ASYNQ_SHUTDOWN_TIMEOUT=f"{SHUTDOWN}s")
+    first = Worker(tmp_path / "first.log", env).start()
+    keys = [f"acked:{uuid.uuid4()}" for _ in range(8)]
+    for key in keys[:4]:  # quick ones, done before the signal
+        e2e_tasks.sleepy.delay(key, 0.05)
+    wait_until(lambda: all(redis_client.get(f"done:{k}") for k in keys[:4]), 20, "quick jobs")
+    for key in keys[4:6]:  # both run (1 s, inside the window); nothing else is held
+        e2e_tasks.sleepy.delay(key, 1.0)
+    wait_until(lambda: all(redis_client.llen(k) for k in keys[4:6]), 20, "two to start")
+    assert first.process is not None
+    first.process.send_signal(signal.SIGTERM)
+    assert first.process.wait(timeout=30) == 0, first.log()[-3000:]
+    finished = [k for k in keys if redis_client.get(f"done:{k}")]
+    assert len(finished) == 6, first.log()[-3000:]
+    assert redis_client.hlen("unacked") == 0
+    assert redis_client.zcard("unacked_index") == 0
+
+    for key in keys[6:]:
+        e2e_tasks.sleepy.delay(key, 0.05)
+    second = Worker(tmp_path / "second.log", env).start()
+    try:
+        wait_until(lambda: all(redis_client.get(f"done:{k}") for k in keys), 30, "the rest")
+        time.sleep(1.0)
+    finally:
+        second.stop()
+    assert [redis_client.llen(k) for k in keys] == [1] * 8

@@ -172,6 +172,7 @@ class GuardedChannelMixin:
         ack from another thread than the event loop's is released at once)."""
         return (
             not self.global_keyprefix
+            and bool(self.active_queues)  # still consuming: a fetch will come
             and not (self._in_poll and not self._fetching)
             and threading.get_ident() == self._loop_thread
         )
@@ -451,6 +452,15 @@ class QoS(kombu_redis.QoS):
 
     def restore_unacked(self, client: Any = None) -> Any:
         # Acked deliveries are released before the rest go back on their queues.
+        self._flush_acks()
+        return super().restore_unacked(client)
+
+    def restore_unacked_once(self, stderr: Any = None) -> Any:
+        # On close (and at exit): kombu calls restore_unacked only when some delivery is left.
+        self._flush_acks()
+        return super().restore_unacked_once(stderr)
+
+    def _flush_acks(self) -> None:
         channel: Any = self.channel
         try:
             channel.flush_acks()
@@ -459,7 +469,6 @@ class QoS(kombu_redis.QoS):
             logger.warning(
                 "%d acks not released: Redis unreachable (%s)", len(channel.pending_acks), exc
             )
-        return super().restore_unacked(client)
 
     def restore_visible(self, *args: Any, **kwargs: Any) -> Any:
         self._sweeping = True
