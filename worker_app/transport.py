@@ -50,7 +50,7 @@ class MalformedEnvelope(ValueError):
 
 
 def _envelope(item: bytes) -> dict[str, Any]:
-    payload: Any = json.loads(bytes_to_str(item))
+    payload: Any = json.loads(item)
     properties = payload.get("properties") if isinstance(payload, dict) else None
     if not isinstance(properties, dict) or not isinstance(properties.get("delivery_info"), dict):
         raise MalformedEnvelope("not a kombu message envelope (no properties.delivery_info)")
@@ -192,29 +192,30 @@ class GuardedChannelMixin:
     def _fetch_args(
         self: Any, names: list[str], slots: int, acks: list[Ack], given: list[tuple[int, bytes]]
     ) -> list[Any]:
-        position = {name: index for index, name in enumerate(names, 1)}
-        return [
-            _FETCH_SHA,
-            2 + len(names),
-            self.qos.unacked_index_key,
-            self.qos.unacked_key,
-            *(self._q_for_pri(name, 0) for name in names),
-            keys.PREFIX + ":",
-            time.time(),
-            len(names),
-            slots,
-            len(acks),
-            _hostname(),
-            _retention(),
-            len(given),
-            *(
-                position[name]
-                for _ in range(slots)
-                for name in self._queue_cycle.consume(len(names))
-            ),
-            *(field for ack in acks for field in ack),
-            *(field for pair in given for field in pair),
-        ]
+        key = tuple(names)
+        cached = self.__dict__.get("_fetch_head")
+        if cached is None or cached[0] != key:
+            head = [
+                _FETCH_SHA,
+                2 + len(names),
+                self.qos.unacked_index_key,
+                self.qos.unacked_key,
+                *(self._q_for_pri(name, 0) for name in names),
+                keys.PREFIX + ":",
+            ]
+            position = {name: index for index, name in enumerate(names, 1)}
+            cached = self.__dict__["_fetch_head"] = (key, head, position)
+        _, head, position = cached
+        args = [*head, time.time(), len(names), slots, len(acks), _hostname(), _retention()]
+        args.append(len(given))
+        consume = self._queue_cycle.consume
+        for _ in range(slots):
+            args += [position[name] for name in consume(len(names))]
+        for ack in acks:
+            args += ack
+        for pair in given:
+            args += pair
+        return args
 
     def _load_fetch(self: Any, client: Any) -> None:
         if not self._fetch_loaded:
@@ -245,8 +246,9 @@ class GuardedChannelMixin:
         names = list(self.active_queues)
         if not names:
             return None
-        with self.conn_or_acquire() as client:
-            self._load_fetch(client)
+        if not self._fetch_loaded:
+            with self.conn_or_acquire() as client:
+                self._load_fetch(client)
         slots = self.qos.can_consume_max_estimate() or 1
         acks = self.pending_acks
         self._acks_in_flight = list(acks)
