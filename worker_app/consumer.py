@@ -25,7 +25,7 @@ class NotACeleryMessage(ValueError):
 #: job at once instead of after a fetch. Each is leased like a running job (a lost worker's
 #: come back) and put back on its queue at shutdown; it can make a job that arrives later on a
 #: higher-weight queue wait for one job to start first.
-PREFETCH_EXTRA = 1
+PREFETCH_EXTRA = 2
 
 
 class Consumer(CeleryConsumer):

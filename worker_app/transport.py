@@ -25,6 +25,7 @@ from functools import cache
 from queue import Empty
 from typing import Any
 
+from kombu.asynchronous import get_event_loop
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
@@ -59,6 +60,11 @@ def _envelope(item: bytes) -> dict[str, Any]:
     envelope: dict[str, Any] = payload
     return envelope
 
+
+#: Slots a busy worker fetches for at once while a job still waits in it for a slot.
+FETCH_BATCH = 2
+#: Longest an ack waits in memory for the next fetch to carry it.
+ACK_HOLD = 0.005
 
 # The worker's one script: release acked deliveries (ending the jobs that succeeded), pop up to
 # ``slots`` messages in the given queue orders, and for each popped or given message start its
@@ -156,6 +162,9 @@ class GuardedChannelMixin:
     _fetch_names: list[str]
     #: The thread of the event loop that fetches.
     _loop_thread: int | None = None
+    #: When the oldest pending ack was made (monotonic), and whether a wake-up is scheduled.
+    _acks_since = 0.0
+    _wake_pending = False
     _acks_in_flight: list[Ack]
 
     @property
@@ -217,6 +226,27 @@ class GuardedChannelMixin:
             args += pair
         return args
 
+    def _can_wait(self: Any) -> bool:
+        """Whether a fetch for one slot can wait for a second one (one call for two jobs): a
+        job already waits in the worker for the slot, and no ack has waited ``ACK_HOLD``."""
+        from celery.worker import state
+
+        if len(state.reserved_requests) <= len(state.active_requests):
+            return False  # nothing waits: a slot would idle
+        if not self.pending_acks:
+            return True
+        if time.monotonic() - self._acks_since >= ACK_HOLD:
+            return False
+        loop = get_event_loop()
+        if loop is not None and not self._wake_pending:
+            # Wake the event loop when the oldest ack is due, even if nothing else happens.
+            self._wake_pending = True
+            loop.call_later(ACK_HOLD, self._wake)
+        return True
+
+    def _wake(self: Any) -> None:
+        self._wake_pending = False
+
     def _load_fetch(self: Any, client: Any) -> None:
         if not self._fetch_loaded:
             client.script_load(_FETCH)
@@ -250,6 +280,8 @@ class GuardedChannelMixin:
             with self.conn_or_acquire() as client:
                 self._load_fetch(client)
         slots = self.qos.can_consume_max_estimate() or 1
+        if slots < FETCH_BATCH and self._busy and self._can_wait():
+            return None
         acks = self.pending_acks
         self._acks_in_flight = list(acks)
         acks.clear()
@@ -447,6 +479,8 @@ class QoS(kombu_redis.QoS):
             channel.release([ack])
             virtual_qos_ack(self, delivery_tag)
             return
+        if not channel.pending_acks:
+            channel._acks_since = time.monotonic()
         channel.pending_acks.append(ack)
         virtual_qos_ack(self, delivery_tag)
         if not self.can_consume():  # no fetch will come to carry it
