@@ -546,9 +546,42 @@ class SentinelChannel(GuardedChannelMixin, kombu_redis.SentinelChannel):
     QoS = QoS
 
 
-class Transport(kombu_redis.Transport):
+class QuietTickMixin:
+    """kombu re-adds every Redis socket to the event loop on every tick (a failing epoll_ctl
+    and a Python exception each, several per job); this adds a socket once, and again only
+    when it is a new socket object (after a reconnect)."""
+
+    cycle: Any
+    on_readable: Any
+
+    def register_with_event_loop(self, connection: Any, loop: Any) -> None:
+        before = set(loop.on_tick)
+        super().register_with_event_loop(connection, loop)  # type: ignore[misc]
+        added = [tick for tick in loop.on_tick if tick not in before]
+        if len(added) != 1:  # not the shape this knows: keep kombu's own tick
+            return
+        cycle, on_readable, readers = self.cycle, self.on_readable, loop.readers
+        added_sockets: dict[int, Any] = {}
+
+        def on_poll_start() -> None:
+            cycle.on_poll_start()
+            fds = cycle.fds
+            if not fds:
+                return
+            sockets = {sock.fileno(): sock for sock in cycle._chan_to_sock.values() if sock}
+            for fd in fds:
+                sock = sockets.get(fd)
+                if sock is None or added_sockets.get(fd) is not sock or fd not in readers:
+                    loop.add_reader(fd, on_readable, fd)
+                    added_sockets[fd] = sock
+
+        loop.on_tick.discard(added[0])
+        loop.on_tick.add(on_poll_start)
+
+
+class Transport(QuietTickMixin, kombu_redis.Transport):
     Channel = Channel
 
 
-class SentinelTransport(kombu_redis.SentinelTransport):
+class SentinelTransport(QuietTickMixin, kombu_redis.SentinelTransport):
     Channel = SentinelChannel
