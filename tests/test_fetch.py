@@ -33,6 +33,7 @@ def fetch(request: pytest.FixtureRequest, redis_client: redis.Redis) -> Fetch:
         queues: list[str],
         orders: list[list[int]],
         acks: list[tuple[str, str]] = (),  # type: ignore[assignment]
+        given: list[tuple[int, bytes]] = (),  # type: ignore[assignment]
     ) -> list[Any]:
         reply = script(
             keys=[f"idx:{tag}", f"hash:{tag}", *queues],
@@ -44,12 +45,14 @@ def fetch(request: pytest.FixtureRequest, redis_client: redis.Redis) -> Fetch:
                 len(acks),
                 "worker-1",
                 60,
-                0,
+                len(given),
                 *(position for order in orders for position in order),
                 *(field for ack in acks for field in ack),
+                *(field for pair in given for field in pair),
             ],
         )
         call.index, call.hash = f"idx:{tag}", f"hash:{tag}"  # type: ignore[attr-defined]
+        call.backlog = reply.pop() if given else None  # type: ignore[attr-defined]
         return [reply[i : i + 3] for i in range(0, len(reply), 3)]
 
     return call
@@ -134,3 +137,25 @@ def test_acks_release_their_messages_and_end_the_jobs_that_succeeded(
     assert other is not None and other.status == "active"
     assert redis_client.zscore(keys.JOBS_BY + "status:succeeded", ok) is not None
     assert redis_client.zscore(keys.JOBS_BY + "status:active", ok) is None
+
+
+def test_a_message_popped_by_brpop_is_started_and_held_and_the_backlog_told(
+    fetch: Fetch, redis_client: redis.Redis
+) -> None:
+    queue = f"q:{uuid.uuid4()}"
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    for job_id in (first, second):
+        record(job_id, queue)
+        redis_client.lpush(queue, message(job_id, queue))
+    popped = redis_client.rpop(queue)
+    assert popped is not None
+    got = fetch([queue], [], given=[(1, popped)])
+    assert [(int(q), verdict) for q, verdict, _ in got] == [(1, "held")]
+    assert fetch.backlog == 1  # type: ignore[attr-defined]
+    job = jobs.store().get(first)
+    assert job is not None and job.status == "active"
+    assert redis_client.hlen(fetch.hash) == 1  # type: ignore[attr-defined]
+    last = redis_client.rpop(queue)
+    assert last is not None
+    fetch([queue], [], given=[(1, last)])
+    assert fetch.backlog == 0  # type: ignore[attr-defined]

@@ -76,7 +76,8 @@ ACK_HOLD = 0.005
 # which to try the queues (1-based positions among the queue keys); then per ack its tag and
 # job id ('' when it did not succeed); then per given message its queue position and itself.
 # Returns (queue position, verdict, message) triples; the verdict is 'held', 'cancelled',
-# 'duplicate', or 'bad' (not a message envelope; not held).
+# 'duplicate', or 'bad' (not a message envelope; not held). With given messages, one more
+# element ends the reply: how many messages are left on the queues.
 _FETCH = (
     job_scripts.WORKER_FUNCTIONS
     + """
@@ -138,6 +139,11 @@ for s = 0, slots - 1 do
   end
   if not item then break end
   add(q, item)
+end
+if ngiven > 0 then  -- after a BRPOP: is there more, or is the worker idle again?
+  local backlog = 0
+  for i = 1, nq do backlog = backlog + redis.call('LLEN', KEYS[2 + i]) end
+  out[#out + 1] = backlog
 end
 return out
 """
@@ -332,11 +338,10 @@ class GuardedChannelMixin:
             self._flush_brpop_reauth()
         dest, item = reply
         queue = bytes_to_str(dest).rsplit(self.sep, 1)[0]
-        # There may be more: fetch in batches until a fetch finds nothing.
-        self._busy = True
         try:
-            _envelope(item)
+            payload = _envelope(item)
         except ValueError as exc:  # JSONDecodeError and MalformedEnvelope
+            self._busy = True  # there may be more: look with a fetch before blocking again
             dead_letter(raw_entry(item, queue, exc))
             return True
         # Popped by BRPOP: start its job and hold it (with any acks pending) in one call.
@@ -347,7 +352,9 @@ class GuardedChannelMixin:
         except BaseException:
             self.pending_acks[:0] = acks
             raise
-        self._deliver_batch([queue], reply)
+        # Fetch in batches while the queues hold more; block in BRPOP again when they do not.
+        self._busy = int(reply.pop()) > 0
+        self._deliver_batch([queue], reply, {item: payload})
         return True
 
     def _fetch_read(self: Any, **options: Any) -> bool:
@@ -374,15 +381,18 @@ class GuardedChannelMixin:
         self._deliver_batch(self._fetch_names, reply)
         return True
 
-    def _deliver_batch(self: Any, names: list[str], reply: list[Any]) -> None:
-        """Deliver what the fetch script held; dead-letter what is no message; log the rest."""
+    def _deliver_batch(
+        self: Any, names: list[str], reply: list[Any], decoded: dict[bytes, Any] | None = None
+    ) -> None:
+        """Deliver what the fetch script held; dead-letter what is no message; log the rest.
+        ``decoded``: envelopes already parsed, by message."""
         errors: list[BaseException] = []
         for index in range(0, len(reply), 3):
             position, verdict, item = reply[index : index + 3]
             queue = names[int(position) - 1]
             verdict = bytes_to_str(verdict)
             try:
-                payload = _envelope(item)
+                payload = decoded[item] if decoded and item in decoded else _envelope(item)
             except ValueError as exc:  # JSONDecodeError and MalformedEnvelope
                 if verdict == "held":  # held after all: release it with the next fetch
                     self.pending_acks.append((_tag_of(item), ""))
