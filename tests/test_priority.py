@@ -81,7 +81,8 @@ def test_busy_queues_share_the_worker_by_weight(
         assert abs(share - want) <= tolerance, (
             f"{queue}: {share:.1f}% of 500, expected {want}% +-{tolerance:.1f} ({counts})"
         )
-    assert set(order[:50]) == set(QUEUES), "a queue starved in the first 50 executions"
+    # A 10% queue is missing from 100 draws once in 38,000 runs (0.9 ** 100); from 50, once in 190.
+    assert set(order[:100]) == set(QUEUES), "a queue starved in the first 100 executions"
 
 
 def test_strict_priority_drains_higher_queues_first(tmp_path: Path, broker: redis.Redis) -> None:
