@@ -58,7 +58,9 @@ def test_a_job_goes_pending_active_succeeded(worker: Worker, http: httpx.Client)
     created = http.post("/api/jobs", json={"type": "briefing.generate", "payload": payload})
     assert created.status_code == 202
     job = created.json()
-    assert (job["status"], job["queue"], job["type"]) == ("pending", "default", "briefing.generate")
+    assert (job["queue"], job["type"]) == ("default", "briefing.generate")
+    # The answer is the record right after the enqueue: an idle worker may have taken it already.
+    assert job["status"] in ("pending", "active")
 
     active = wait_status(http, job["id"], "active")
     assert active["started_at"] and active["attempts"] == 1
