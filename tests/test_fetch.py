@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from worker_app import jobs, keys
-from worker_app.transport import _FETCH
+from worker_app.job_scripts import FETCH
 
 Fetch = Callable[..., list[Any]]
 P = keys.PREFIX + ":"
@@ -21,7 +21,7 @@ P = keys.PREFIX + ":"
 
 @pytest.fixture(params=["lmpop", "rpop"])
 def fetch(request: pytest.FixtureRequest, redis_client: redis.Redis) -> Fetch:
-    source = _FETCH
+    source = FETCH
     if request.param == "rpop":
         old = "local lmpop = (tonumber(redis.REDIS_VERSION_NUM) or 0) >= 0x070000"
         assert old in source

@@ -1,7 +1,9 @@
 """The Lua scripts behind job records: each transition of a job is one atomic call.
 
 Every script moves the job between the status indexes (``jobs:by:status:<status>``) as it
-changes the record, so listings by status never read a record they do not return.
+changes the record, so listings by status never read a record they do not return. The worker's
+fetch script (:data:`FETCH`, called by worker_app.transport) starts the jobs of the messages it
+takes and ends the jobs whose messages it releases, in the same call.
 """
 
 MOVE = """
@@ -217,3 +219,86 @@ else
 end
 return n
 """
+
+# The worker's one script: release acked deliveries (ending the jobs that succeeded), pop up to
+# ``slots`` messages in the given queue orders, and for each popped or given message start its
+# job and hold it (unacked index and hash) -- or drop it when its job was cancelled, or when it
+# repeats a publish-once job.
+# KEYS: unacked index, unacked hash, the queue lists.
+# ARGV: key prefix (first: the shared functions read it there), now, number of queues, slots,
+# number of acks, worker name, retention, number of given messages; then per slot the order in
+# which to try the queues (1-based positions among the queue keys); then per ack its tag and
+# job id ('' when it did not succeed); then per given message its queue position and itself.
+# Returns (queue position, verdict, message) triples; the verdict is 'held', 'cancelled',
+# 'duplicate', or 'bad' (not a message envelope; not held). With given messages, one more
+# element ends the reply: how many messages are left on the queues.
+FETCH = (
+    WORKER_FUNCTIONS
+    + """
+local prefix, now, nq, slots = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local nacks, hostname, retention, ngiven = tonumber(ARGV[5]), ARGV[6], ARGV[7], tonumber(ARGV[8])
+local acks_at = 9 + slots * nq
+local given_at = acks_at + 2 * nacks
+if nacks > 0 then
+  local tags = {}
+  for i = 0, nacks - 1 do
+    local at = acks_at + 2 * i
+    tags[#tags + 1] = ARGV[at]
+    if ARGV[at + 1] ~= '' then finish_job(prefix, ARGV[at + 1], now, retention) end
+  end
+  redis.call('ZREM', KEYS[1], unpack(tags))
+  redis.call('HDEL', KEYS[2], unpack(tags))
+end
+local function hold(item)
+  local ok, msg = pcall(cjson.decode, item)
+  local props = ok and type(msg) == 'table' and msg.properties
+  local info = type(props) == 'table' and props.delivery_info
+  local tag = type(props) == 'table' and props.delivery_tag
+  if type(info) ~= 'table' or type(tag) ~= 'string' then return 'bad' end
+  local verdict = start_job(prefix, msg, now, hostname)
+  if verdict ~= 'run' then return verdict end
+  redis.call('ZADD', KEYS[1], now, tag)
+  redis.call('HSET', KEYS[2], tag, '[' .. item .. ',' .. cjson.encode(info.exchange) .. ','
+    .. cjson.encode(info.routing_key) .. ']')
+  return 'held'
+end
+local out = {}
+local function add(q, item)
+  out[#out + 1] = q
+  out[#out + 1] = hold(item)
+  out[#out + 1] = item
+end
+for i = 0, ngiven - 1 do
+  add(tonumber(ARGV[given_at + 2 * i]), ARGV[given_at + 2 * i + 1])
+end
+-- LMPOP (Redis 7) pops from the first non-empty list in one command; older servers try each.
+local lmpop = (tonumber(redis.REDIS_VERSION_NUM) or 0) >= 0x070000
+for s = 0, slots - 1 do
+  local q, item
+  if lmpop and nq > 0 then
+    local lists = {}
+    for i = 1, nq do lists[i] = KEYS[2 + tonumber(ARGV[8 + s * nq + i])] end
+    lists[nq + 1] = 'RIGHT'
+    local popped = redis.call('LMPOP', nq, unpack(lists))
+    if popped then
+      for i = 1, nq do if KEYS[2 + i] == popped[1] then q = i end end
+      item = popped[2][1]
+    end
+  else
+    for i = 1, nq do
+      q = tonumber(ARGV[8 + s * nq + i])
+      item = redis.call('RPOP', KEYS[2 + q])
+      if item then break end
+    end
+  end
+  if not item then break end
+  add(q, item)
+end
+if ngiven > 0 then  -- after a BRPOP: is there more, or is the worker idle again?
+  local backlog = 0
+  for i = 1, nq do backlog = backlog + redis.call('LLEN', KEYS[2 + i]) end
+  out[#out + 1] = backlog
+end
+return out
+"""
+)
