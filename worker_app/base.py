@@ -54,13 +54,6 @@ def _seconds(value: timedelta | float | None, default: timedelta) -> float:
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
-def _float(value: object) -> float | None:
-    try:
-        return float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
-
-
 def _queue(request: Any) -> str:
     return str((request.delivery_info or {}).get("routing_key") or "")
 
@@ -320,7 +313,7 @@ class BaseTask(Task[Any, Any]):
                 exc_message=str(exc),
                 traceback=str(einfo) if einfo is not None else "",
                 attempts=request.retries + 1,
-                first_enqueued_at=_float(headers.get(keys.FIRST_ENQUEUED_AT)),
+                first_enqueued_at=waits.as_float(headers.get(keys.FIRST_ENQUEUED_AT)),
                 hostname=str(request.hostname or ""),
             )
         )

@@ -19,7 +19,8 @@ from worker_app import keys
 FLUSH_INTERVAL = 1.0
 
 
-def _float(value: object) -> float | None:
+def as_float(value: object) -> float | None:
+    """A header's number, or None when it is missing or not a number."""
     try:
         return float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
@@ -28,7 +29,7 @@ def _float(value: object) -> float | None:
 
 def waited(headers: dict[str, Any], now: float | None = None) -> float | None:
     """Seconds from when a job was due (published, or its ETA) to ``now``; None if unknown."""
-    due = _float(headers.get(keys.PUBLISHED_AT))
+    due = as_float(headers.get(keys.PUBLISHED_AT))
     eta = headers.get("eta")
     if eta:
         try:
