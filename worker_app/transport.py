@@ -65,6 +65,8 @@ def _envelope(item: bytes) -> dict[str, Any]:
 FETCH_BATCH = 2
 #: Longest an ack waits in memory for the next fetch to carry it.
 ACK_HOLD = 0.005
+#: How often a worker that holds jobs, and so never blocks in BRPOP, looks for new ones.
+BUSY_POLL = 0.025
 
 _FETCH = job_scripts.FETCH
 _FETCH_SHA = hashlib.sha1(_FETCH.encode()).hexdigest()
@@ -90,6 +92,9 @@ class GuardedChannelMixin:
     #: When the oldest pending ack was made (monotonic), and whether a wake-up is scheduled.
     _acks_since = 0.0
     _wake_pending = False
+    #: A fetch is due (a worker holding jobs polls instead of blocking), or scheduled.
+    _poll_due = False
+    _poll_timer = False
     _acks_in_flight: list[Ack]
 
     @property
@@ -172,6 +177,27 @@ class GuardedChannelMixin:
     def _wake(self: Any) -> None:
         self._wake_pending = False
 
+    @staticmethod
+    def _holds_jobs() -> bool:
+        from celery.worker import state
+
+        return bool(len(state.reserved_requests))
+
+    def _poll_later(self: Any) -> None:
+        """Fetch again after ``BUSY_POLL`` (once the loop ticks), instead of blocking."""
+        if self._poll_timer:
+            return
+        loop = get_event_loop()
+        if loop is None:  # no event loop to wake it: look now
+            self._poll_due = True
+            return
+        self._poll_timer = True
+        loop.call_later(BUSY_POLL, self._poll_now)
+
+    def _poll_now(self: Any) -> None:
+        self._poll_timer = False
+        self._poll_due = True
+
     def _load_fetch(self: Any, client: Any) -> None:
         if not self._fetch_loaded:
             client.script_load(_FETCH)
@@ -194,7 +220,14 @@ class GuardedChannelMixin:
 
     def _brpop_start(self: Any, timeout: Any = None) -> None:
         self._loop_thread = threading.get_ident()
-        if self.global_keyprefix or not (self._busy or self.pending_acks):
+        due, self._poll_due = self._poll_due, False
+        if self.global_keyprefix or not (self._busy or self.pending_acks or due):
+            if not self.global_keyprefix and self._holds_jobs():
+                # BRPOP pops before the worker holds what it popped: a worker killed with a
+                # reply in flight, or with a reply paused while it has no room, would lose that
+                # message. While it holds jobs, the worker looks with the fetch script instead.
+                self._poll_later()
+                return None
             self._fetching = False
             super()._brpop_start(timeout)  # type: ignore[misc]
             return None
