@@ -145,7 +145,7 @@ class GuardedChannelMixin:
             position = {name: index for index, name in enumerate(names, 1)}
             cached = self.__dict__["_fetch_head"] = (key, head, position)
         _, head, position = cached
-        args = [*head, time.time(), len(names), slots, len(acks), _hostname(), _retention()]
+        args = [*head, time.time(), len(names), slots, len(acks), WORKER_NAME, _retention()]
         args.append(len(given))
         consume = self._queue_cycle.consume
         for _ in range(slots):
@@ -372,10 +372,6 @@ Ack = tuple[str, str]
 
 #: The name of the worker in this process (set by its consumer), written on the jobs it starts.
 WORKER_NAME = ""
-
-
-def _hostname() -> str:
-    return WORKER_NAME
 
 
 @cache
