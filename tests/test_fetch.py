@@ -1,4 +1,4 @@
-"""The worker's fetch script on its own, against the private Redis: what one call pops, holds,
+"""The worker's fetch script on its own, against the private Redis: what one call takes, holds,
 starts, refuses and releases (with LMPOP, and with the RPOP loop older servers get)."""
 
 from __future__ import annotations
@@ -6,156 +6,181 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import redis
 
 from worker_app import jobs, keys
-from worker_app.job_scripts import FETCH
+from worker_app.broker import envelope, registry
 
-Fetch = Callable[..., list[Any]]
-P = keys.PREFIX + ":"
+Fetch = Callable[..., list[list[Any]]]
+
+
+@pytest.fixture
+def raw(redis_server: Any) -> Iterator[redis.Redis]:
+    """A client that returns bytes: the script hands back items as they were stored."""
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushdb()
+    yield client
+    client.close()
 
 
 @pytest.fixture(params=["lmpop", "rpop"])
-def fetch(request: pytest.FixtureRequest, redis_client: redis.Redis) -> Fetch:
-    source = FETCH
+def fetch(request: pytest.FixtureRequest, raw: redis.Redis) -> Fetch:
+    source = registry.script("fetch").source
     if request.param == "rpop":
         old = "local lmpop = (tonumber(redis.REDIS_VERSION_NUM) or 0) >= 0x070000"
         assert old in source
         source = source.replace(old, "local lmpop = false")
-    script = redis_client.register_script(source)
-    tag = uuid.uuid4().hex[:8]
+    sha = raw.script_load(source)
 
     def call(
         queues: list[str],
         orders: list[list[int]],
         acks: list[tuple[str, str]] = (),  # type: ignore[assignment]
-        given: list[tuple[int, bytes]] = (),  # type: ignore[assignment]
-    ) -> list[Any]:
-        reply = script(
-            keys=[f"idx:{tag}", f"hash:{tag}", *queues],
-            args=[
-                P,
-                time.time(),
-                len(queues),
-                len(orders),
-                len(acks),
-                "worker-1",
-                60,
-                len(given),
-                *(position for order in orders for position in order),
-                *(field for ack in acks for field in ack),
-                *(field for pair in given for field in pair),
-            ],
+        hold: list[str] | None = None,
+    ) -> list[list[Any]]:
+        lists = [name for queue in queues for name in envelope.lists_of(queue)]
+        args = registry.script("fetch").args(lists, [])[1:]
+        now = time.time()
+        reply = raw.evalsha(
+            sha,
+            *args,
+            now,
+            "2026-12-01T00:00:00+00:00",
+            "worker-1",
+            60,
+            len(queues),
+            len(envelope.PRIORITY_STEPS),
+            len(orders),
+            len(acks),
+            *queues,
+            *("1" if hold is None or q in hold else "0" for q in queues),
+            *(position for order in orders for position in order),
+            *(field for ack in acks for field in ack),
         )
-        call.index, call.hash = f"idx:{tag}", f"hash:{tag}"  # type: ignore[attr-defined]
-        call.backlog = reply.pop() if given else None  # type: ignore[attr-defined]
-        return [reply[i : i + 3] for i in range(0, len(reply), 3)]
+        call.drained = reply[0]  # type: ignore[attr-defined]
+        return [
+            [int(reply[i]), reply[i + 1].decode(), reply[i + 2].decode(), reply[i + 3]]
+            for i in range(1, len(reply), 4)
+        ]
 
     return call
 
 
-def message(job_id: str, queue: str, **headers: Any) -> str:
+def message(job_id: str, queue: str, tag: Any = None, **headers: Any) -> bytes:
     return json.dumps(
         {
             "body": "",
             "headers": {"id": job_id, "task": "t", "retries": 0, "eta": None, **headers},
             "properties": {
-                "delivery_tag": str(uuid.uuid4()),
-                "delivery_info": {"exchange": "", "routing_key": queue},
+                "delivery_tag": str(uuid.uuid4()) if tag is None else tag,
+                "delivery_info": {"exchange": queue, "routing_key": queue},
             },
         }
-    )
+    ).encode()
 
 
 def record(job_id: str, queue: str) -> None:
     jobs.store().published(job_id, "t", queue, "pending", time.time(), 0, {}, reset=True)
 
 
-def test_pops_in_the_given_order_holds_and_starts_each_job(
-    fetch: Fetch, redis_client: redis.Redis
-) -> None:
-    q1, q2 = f"q1:{uuid.uuid4()}", f"q2:{uuid.uuid4()}"
-    ids = [str(uuid.uuid4()) for _ in range(3)]
-    for job_id, queue in zip(ids, (q1, q2, q2), strict=True):
-        record(job_id, queue)
-        redis_client.lpush(queue, message(job_id, queue))
-    # Slot 1 tries q2 first, slot 2 q1 first, slot 3 q1 first (empty now: falls to q2).
-    got = fetch([q1, q2], [[2, 1], [1, 2], [1, 2], [1, 2]])
-    assert [(int(q), verdict) for q, verdict, _ in got] == [(2, "held"), (1, "held"), (2, "held")]
-    assert [json.loads(item)["headers"]["id"] for _, _, item in got] == [ids[1], ids[0], ids[2]]
-    assert redis_client.hlen(fetch.hash) == 3 and redis_client.zcard(fetch.index) == 3  # type: ignore[attr-defined]
-    held = json.loads(redis_client.hvals(fetch.hash)[0])  # type: ignore[attr-defined]
-    assert held[1:] == ["", held[0]["properties"]["delivery_info"]["routing_key"]]
-    for job_id in ids:
-        job = jobs.store().get(job_id)
-        assert job is not None and job.status == "active" and job.worker == "worker-1"
-        assert job.started_at is not None and job.attempts == 1
-    assert fetch([q1, q2], [[1, 2]]) == []
+def status(client: redis.Redis, job_id: str) -> str | None:
+    value: Any = client.hget(keys.JOB + job_id, "status")
+    return bytes(value).decode() if value else None
 
 
-def test_a_cancelled_job_is_dropped_and_a_bad_item_handed_back_unheld(
-    fetch: Fetch, redis_client: redis.Redis
+def test_takes_in_the_given_queue_order_and_priority_order_within_a_queue(
+    fetch: Fetch, raw: redis.Redis
 ) -> None:
-    queue = f"q:{uuid.uuid4()}"
-    cancelled, later = str(uuid.uuid4()), str(uuid.uuid4())
-    record(cancelled, queue)
+    ids = {name: str(uuid.uuid4()) for name in ("a0", "a9", "b0", "b3")}
+    raw.lpush("qa", message(ids["a0"], "qa"))
+    raw.lpush(envelope.list_key("qa", 9), message(ids["a9"], "qa"))
+    raw.lpush(envelope.list_key("qb", 5), message(ids["b3"], "qb"))
+    raw.lpush("qb", message(ids["b0"], "qb"))
+    for job_id in ids.values():
+        record(job_id, "q")
+    taken = fetch(["qa", "qb"], [[2, 1], [2, 1], [1, 2], [1, 2], [1, 2]])
+    got = [json.loads(item)["headers"]["id"] for _, _, _, item in taken]
+    assert got == [ids["b0"], ids["b3"], ids["a0"], ids["a9"]]
+    assert [verdict for _, verdict, _, _ in taken] == ["held"] * 4
+    assert fetch.drained == 1  # type: ignore[attr-defined]
+    for position, _, tag, item in taken:
+        queue = ["qa", "qb"][position - 1]
+        assert json.loads(raw.hget(keys.HELD, tag) or b"null") == [json.loads(item), queue, queue]
+        assert raw.zscore(keys.HELD_INDEX, tag) is not None
+    assert all(status(raw, job_id) == "active" for job_id in ids.values())
+
+
+def test_a_cancelled_job_is_dropped_and_items_that_are_no_message_are_held_raw(
+    fetch: Fetch, raw: redis.Redis
+) -> None:
+    cancelled = str(uuid.uuid4())
+    record(cancelled, "q")
     jobs.store().cancel(cancelled)
-    record(later, queue)
-    redis_client.lpush(
-        queue,
-        message(cancelled, queue),
-        "not json",
-        message(later, queue, eta="2030-01-01T00:00:00+00:00"),
-    )
-    got = fetch([queue], [[1], [1], [1]])
-    assert [verdict for _, verdict, _ in got] == ["cancelled", "bad", "held"]
-    assert redis_client.hlen(fetch.hash) == 1  # type: ignore[attr-defined]
-    # A message with an ETA is held but its job starts when it is due, in the pool process.
-    job = jobs.store().get(later)
-    assert job is not None and job.status == "pending"
+    bad = [b"not json", b'{"properties": {}}', message("x", "q", tag=7), b'{"a": "\xff\xfe"}']
+    raw.lpush("q", message(cancelled, "q"), *bad)
+    taken = fetch(["q"], [[1]] * 6)
+    assert [verdict for _, verdict, _, _ in taken] == ["cancelled", "bad", "bad", "bad", "bad"]
+    assert [item for _, verdict, _, item in taken if verdict == "bad"] == bad
+    for _, _verdict, tag, item in taken[1:]:
+        assert tag.startswith(keys.RAW_TAG)
+        assert raw.hget(keys.HELD_RAW, tag) == b"q\n" + item
+        assert raw.zscore(keys.HELD_INDEX, tag) is not None
+    assert raw.hlen(keys.HELD) == 0
 
 
 def test_acks_release_their_messages_and_end_the_jobs_that_succeeded(
-    fetch: Fetch, redis_client: redis.Redis
+    fetch: Fetch, raw: redis.Redis
 ) -> None:
-    queue = f"q:{uuid.uuid4()}"
-    ok, failed = str(uuid.uuid4()), str(uuid.uuid4())
-    for job_id in (ok, failed):
-        record(job_id, queue)
-        redis_client.lpush(queue, message(job_id, queue))
-    got = fetch([queue], [[1], [1]])
-    tags = [json.loads(item)["properties"]["delivery_tag"] for _, _, item in got]
-    assert fetch([queue], [[1]], [(tags[0], ok), (tags[1], "")]) == []
-    assert redis_client.hlen(fetch.hash) == 0 and redis_client.zcard(fetch.index) == 0  # type: ignore[attr-defined]
-    done, other = jobs.store().get(ok), jobs.store().get(failed)
-    assert done is not None and done.status == "succeeded" and done.finished_at is not None
-    assert 0 < redis_client.ttl(keys.JOB + ok) <= 60
-    assert other is not None and other.status == "active"
-    assert redis_client.zscore(keys.JOBS_BY + "status:succeeded", ok) is not None
-    assert redis_client.zscore(keys.JOBS_BY + "status:active", ok) is None
+    done, failed = str(uuid.uuid4()), str(uuid.uuid4())
+    for job_id in (done, failed):
+        record(job_id, "q")
+        raw.lpush("q", message(job_id, "q"))
+    taken = fetch(["q"], [[1], [1]])
+    raw.lpush("q", b"junk")
+    junk = fetch(["q"], [[1]])
+    acks = [(taken[0][2], done), (taken[1][2], ""), (junk[0][2], "")]
+    assert fetch(["q"], [], acks) == []
+    assert raw.hlen(keys.HELD) == raw.hlen(keys.HELD_RAW) == raw.zcard(keys.HELD_INDEX) == 0
+    assert status(raw, done) == "succeeded"
+    assert raw.ttl(keys.JOB + done) > 0
+    assert status(raw, failed) == "active"  # its failure is recorded by the failure path
 
 
-def test_a_message_popped_by_brpop_is_started_and_held_and_the_backlog_told(
-    fetch: Fetch, redis_client: redis.Redis
+def test_a_message_without_a_record_gets_one_marked_as_a_plain_celery_job(
+    fetch: Fetch, raw: redis.Redis
 ) -> None:
-    queue = f"q:{uuid.uuid4()}"
-    first, second = str(uuid.uuid4()), str(uuid.uuid4())
-    for job_id in (first, second):
-        record(job_id, queue)
-        redis_client.lpush(queue, message(job_id, queue))
-    popped = redis_client.rpop(queue)
-    assert popped is not None
-    got = fetch([queue], [], given=[(1, popped)])
-    assert [(int(q), verdict) for q, verdict, _ in got] == [(1, "held")]
-    assert fetch.backlog == 1  # type: ignore[attr-defined]
-    job = jobs.store().get(first)
-    assert job is not None and job.status == "active"
-    assert redis_client.hlen(fetch.hash) == 1  # type: ignore[attr-defined]
-    last = redis_client.rpop(queue)
-    assert last is not None
-    fetch([queue], [], given=[(1, last)])
-    assert fetch.backlog == 0  # type: ignore[attr-defined]
+    job_id = str(uuid.uuid4())
+    body = json.dumps([[1, 2], {"k": "v"}, {}]).encode()
+    envelope_ = json.loads(message(job_id, "q", task="foreign.add"))
+    envelope_["body"] = __import__("base64").b64encode(body).decode()
+    envelope_["properties"]["body_encoding"] = "base64"
+    raw.lpush("q", json.dumps(envelope_))
+    taken = fetch(["q"], [[1]])
+    assert taken[0][1] == "held"
+    record_ = jobs.store().get(job_id)
+    assert record_ is not None
+    assert (record_.type, record_.queue, record_.status) == ("foreign.add", "q", "active")
+    assert record_.payload == {"args": [1, 2], "kwargs": {"k": "v"}}
+    assert raw.hget(keys.JOB + job_id, "origin") == b"celery"
+    # Its success is also stored where Celery's Redis result backend reads it.
+    raw.hset(keys.JOB + job_id, "result", "3")
+    fetch(["q"], [], [(taken[0][2], job_id)])
+    meta = json.loads(raw.get(keys.CELERY_RESULT + job_id) or b"{}")
+    assert (meta["status"], meta["result"], meta["task_id"]) == ("SUCCESS", 3, job_id)
+
+
+def test_an_empty_take_clears_wake_up_tokens_and_a_queue_without_acks_is_not_held(
+    fetch: Fetch, raw: redis.Redis
+) -> None:
+    raw.lpush(keys.WAKE + "q", "", "")
+    raw.lpush("replies", message("r1", "replies"))
+    taken = fetch(["q", "replies"], [[1, 2], [1, 2]], hold=["q"])
+    assert [verdict for _, verdict, _, _ in taken] == ["taken"]
+    assert fetch.drained == 1  # type: ignore[attr-defined]
+    assert raw.exists(keys.WAKE + "q") == 0
+    assert raw.hlen(keys.HELD) == raw.zcard(keys.HELD_INDEX) == 0
+    assert jobs.store().get("r1") is None

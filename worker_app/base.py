@@ -22,6 +22,7 @@ from kombu.exceptions import OperationalError
 from pydantic import BaseModel, ValidationError
 
 from worker_app import concurrency, jobs, keys, ratelimit, waits
+from worker_app.broker.publish import publish_once
 from worker_app.config import get_settings
 from worker_app.dlq_store import Entry
 from worker_app.errors import (
@@ -185,7 +186,7 @@ class BaseTask(Task[Any, Any]):
         records = jobs.store()
         # A job is marked active (or refused: cancelled, a publish-once repeat) by the worker's
         # fetch that holds its message, and its success is recorded with the ack
-        # (worker_app.transport). A message with an ETA waits in the worker until due, so its
+        # (worker_app.broker.fetch). A message with an ETA waits in the worker until due, so its
         # job starts here, when it really starts: one round trip that also says whether it was
         # cancelled meanwhile or repeats a publish-once job that already ran or is running.
         if request.eta:
@@ -246,7 +247,7 @@ class BaseTask(Task[Any, Any]):
             str(request.hostname or ""),
             _queue(request),
             waits.waited(headers),
-            once=jobs.publish_once(request.headers, request.retries),
+            once=publish_once(request.headers, request.retries),
             redelivered=bool((request.delivery_info or {}).get("redelivered")),
         )
         if before == "cancelled":

@@ -10,6 +10,7 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from worker_app import keys
+from worker_app.broker.envelope import PRIORITY_STEPS
 from worker_app.config import ConfigError, Settings, get_settings, sentinel_master
 from worker_app.redis_client import HEALTH_CHECK_INTERVAL, SOCKET_CONNECT_TIMEOUT, SOCKET_TIMEOUT
 
@@ -70,15 +71,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         **url_options,
         **socket_options,
         "visibility_timeout": settings.asynq_visibility_timeout.total_seconds(),
-        "unacked_restore_interval": max(
-            1, int(settings.asynq_visibility_timeout.total_seconds() / RESTORE_SWEEPS_PER_TIMEOUT)
-        ),
-        "unacked_restore_throttle": 1,
         # Weighted (or strict) queue order, drawn afresh for every fetch.
         "queue_order_strategy": "worker_app.queues:WeightedOrder",
-        # Per-message priorities are not used: one list per queue keeps every BRPOP to one key
-        # per queue instead of four.
-        "priority_steps": [0],
+        # kombu's default priority lists, read in priority order within each queue: a plain
+        # Celery producer's messages with any priority are consumed.
+        "priority_steps": list(PRIORITY_STEPS),
     }
     use_ssl = _ssl_options(settings)
     queues = [
@@ -89,8 +86,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     transport_class = "SentinelTransport" if url.startswith("sentinel://") else "Transport"
     return {
         "broker_url": url,
-        # kombu's Redis transport, guarded: a queue item that is not a message is dead-lettered.
-        "broker_transport": f"worker_app.transport:{transport_class}",
+        # kombu's Redis transport bound to the product's protocol (worker_app.broker).
+        "broker_transport": f"worker_app.broker.transport:{transport_class}",
         "worker_consumer": "worker_app.consumer:Consumer",
         # Results are read from job records, which every job has anyway: nothing is written
         # per task for Celery's result API (AsyncResult.get and .state still work).
@@ -162,17 +159,20 @@ def create_app(settings: Settings) -> Celery:
     """Build the worker_app Celery application from ``settings``."""
     celery_app = Celery("worker_app", task_cls="worker_app.base:BaseTask")
     celery_app.conf.update(celery_config(settings))
+    from worker_app.consumer import BindChannel
     from worker_app.worker_steps import (
         DelayReleaser,
         Heartbeat,
+        HeldSweeper,
         LeaseRenewer,
         StatsLine,
         WaitFlusher,
     )
 
     celery_app.steps["worker"].update(
-        {Heartbeat, LeaseRenewer, StatsLine, DelayReleaser, WaitFlusher}
+        {Heartbeat, LeaseRenewer, HeldSweeper, StatsLine, DelayReleaser, WaitFlusher}
     )
+    celery_app.steps["consumer"].add(BindChannel)
     return celery_app
 
 

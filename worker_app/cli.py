@@ -9,7 +9,7 @@ import json
 import os
 import sys
 from datetime import date
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -17,7 +17,7 @@ from worker_app.config import ConfigError, get_settings
 from worker_app.errors import WorkerAppError
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     click.echo(f"error: {message}", err=True)
     sys.exit(1)
 
@@ -125,6 +125,44 @@ def queues_command(as_json: bool) -> None:
         click.echo(
             "strict priority: a queue is served only when every higher-weight queue is empty"
         )
+
+
+@cli.command("purge")
+@click.option(
+    "--queue", "queues", multiple=True, help="A queue to purge (repeatable; default: all)."
+)
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def purge_command(queues: tuple[str, ...], yes: bool, as_json: bool) -> None:
+    """Remove the waiting and parked jobs of queues; their jobs end cancelled ("purged")."""
+    import redis
+
+    from worker_app.broker.transport import purge
+    from worker_app.errors import UnknownQueue
+    from worker_app.queues import check_queue
+    from worker_app.redis_client import get_redis
+
+    try:
+        names = [check_queue(name) for name in queues] or get_settings().queue_names
+    except UnknownQueue as exc:
+        _fail(str(exc))
+    if not yes and not click.confirm(
+        f"Remove every waiting and parked job of {', '.join(names)}?", err=True
+    ):
+        _fail("nothing purged")
+    removed: dict[str, dict[str, int]] = {}
+    try:
+        for name in names:
+            waiting, parked = purge(get_redis(), name)
+            removed[name] = {"waiting": waiting, "parked": parked}
+    except redis.RedisError as exc:
+        _fail(f"Redis is unreachable: {exc}")
+    if as_json:
+        click.echo(json.dumps(removed, indent=2))
+        return
+    click.echo(f"{'QUEUE':<16} {'WAITING':>8} {'PARKED':>8}")
+    for name, counts in removed.items():
+        click.echo(f"{name:<16} {counts['waiting']:>8} {counts['parked']:>8}")
 
 
 @cli.command("schedules")

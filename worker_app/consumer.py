@@ -4,17 +4,44 @@ from __future__ import annotations
 
 from typing import Any
 
+from celery import bootsteps
 from celery.worker.consumer import Consumer as CeleryConsumer
 
-from worker_app import transport
 from worker_app.poison import dead_letter as _dead_letter
-from worker_app.poison import message_entry
+from worker_app.poison import message_entry, raw_entry
 from worker_app.stats import COUNTERS
+from worker_app.waits import WAITS
 
 
 def dead_letter(entry: Any) -> None:
     COUNTERS.dead_lettered += 1
     _dead_letter(entry)
+
+
+def dead_letter_item(item: bytes, queue: str, exc: Exception) -> bool:
+    """Dead-letter bytes taken off ``queue`` that are no message; True once stored (an error
+    leaves the item held: it comes back and is dead-lettered again)."""
+    from worker_app import dlq
+
+    dlq.add(raw_entry(item, queue, exc))
+    COUNTERS.dead_lettered += 1
+    return True
+
+
+def observe_wait(queue: str, message: dict[str, Any]) -> None:
+    """Count how long a job waited to be taken (one with an ETA is counted when it starts)."""
+    headers = message.get("headers") or {}
+    if not headers.get("eta"):
+        WAITS.observe(queue, headers)
+
+
+class BindChannel(bootsteps.StartStopStep):
+    """Consumer bootstep: after every (re)connection, bind the task channel to this worker."""
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def start(self, c: Any) -> None:
+        c.bind_channel(c.task_consumer.channel)
 
 
 class NotACeleryMessage(ValueError):
@@ -36,7 +63,6 @@ class Consumer(CeleryConsumer):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        transport.WORKER_NAME = str(self.hostname)
         if self.initial_prefetch_count:
             self.initial_prefetch_count += PREFETCH_EXTRA
 
@@ -45,6 +71,14 @@ class Consumer(CeleryConsumer):
         if self.initial_prefetch_count:
             self.initial_prefetch_count += PREFETCH_EXTRA
         return result
+
+    def bind_channel(self, channel: Any) -> None:
+        """Tell the task channel whose it is: the worker's name is written on the jobs it starts,
+        items on a queue that are no message are dead-lettered by this worker, and the wait of
+        every job it takes is counted."""
+        channel.worker_name = str(self.hostname)
+        channel.on_bad_item = dead_letter_item
+        channel.on_held = observe_wait
 
     def on_decode_error(self, message: Any, exc: Exception) -> None:
         dead_letter(message_entry(message, exc, "undecodable"))

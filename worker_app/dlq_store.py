@@ -25,6 +25,7 @@ Reason = Literal[
     "unknown_task",
     "undecodable",
     "poison_pill",
+    "lost",
 ]
 REASONS: tuple[str, ...] = get_args(Reason)
 #: Filter name -> the entry field it indexes.

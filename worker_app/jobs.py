@@ -2,10 +2,11 @@
 
 ``pending`` / ``scheduled`` (published, not yet due) -> ``active`` -> ``succeeded``; a failed
 attempt makes it ``retrying`` (with the next run time and last error) and exhausted or permanent
-failures ``failed`` (dead-lettered); ``cancelled`` is final too. Each transition is one Lua
-script (one round trip) that also moves the job between the status indexes, so a job costs
-three scripts: published, started, finished. Cancelling is stored here, so any worker, including
-one started later, honours it.
+failures ``failed`` (dead-lettered); ``cancelled`` is final too. Each transition is one script
+of the broker (``worker_app/broker/scripts``) that also moves the job between the status
+indexes: the record is written with its message's publish, started by the fetch that holds the
+message and ended by the ack that releases it. Cancelling is stored here, so any worker,
+including one started later, honours it.
 
 A publish marked :data:`~worker_app.keys.PUBLISH_ONCE` (the outbox relay's, which may publish
 one job id twice) leaves an existing record as it is, and the started script refuses a delivery
@@ -17,17 +18,17 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, Literal, get_args
 
 import redis
 from celery import current_task
 
-from worker_app import job_scripts as scripts
 from worker_app import keys
+from worker_app.broker.publish import Record
+from worker_app.broker.registry import script
 from worker_app.config import get_settings
 from worker_app.errors import Cancelled
 from worker_app.redis_client import get_redis
@@ -94,18 +95,11 @@ class JobPage:
 
 
 class JobStore:
-    """Job records in Redis: transitions, reads, filtered listings."""
+    """Job records in Redis: transitions (each one script of the broker), reads, listings."""
 
     def __init__(self, client: redis.Redis, retention_seconds: float) -> None:
         self.client = client
         self.retention = int(max(1, retention_seconds))
-        self._published = client.register_script(scripts.PUBLISHED)
-        self.with_message = client.register_script(scripts.PUBLISHED_WITH_MESSAGE)
-        self.batch = client.register_script(scripts.PUBLISHED_BATCH)
-        self._started = client.register_script(scripts.STARTED)
-        self._finished = client.register_script(scripts.FINISHED)
-        self._result = client.register_script(scripts.RESULT)
-        self._cancel = client.register_script(scripts.CANCEL)
 
     def published(
         self,
@@ -118,44 +112,22 @@ class JobStore:
         payload: Any,
         *,
         reset: bool,
-        once: bool = False,
-        into: Publishing | None = None,
     ) -> str:
-        """Create or move the record of a publish (or hand it ``into`` the publish itself)."""
-        args = self.record_args(job_id, task, queue, status, run_at, attempt, payload, reset, once)
-        if into is not None:
-            if into.new and reset:
-                args[9] = "new"
-            into.record = args
-            return ""
-        return _text(self._published(args=args))
-
-    @staticmethod
-    def record_args(
-        job_id: str,
-        task: str,
-        queue: str,
-        status: str,
-        run_at: float,
-        attempt: int,
-        payload: Any,
-        reset: bool,
-        once: bool = False,
-    ) -> list[str | float]:
-        """The arguments of the published script."""
-        return [
-            P,
-            job_id,
-            task,
-            queue,
-            status,
-            time.time(),
-            run_at,
-            attempt,
-            json.dumps(payload, default=str),
-            "1" if reset else "0",
-            "1" if once else "0",
-        ]
+        """Create or move the record of a job without publishing a message (seeding, tests)."""
+        record = Record(
+            id=job_id,
+            task=task,
+            queue=queue,
+            status=status,
+            run_at=run_at,
+            attempt=attempt,
+            payload=json.dumps(payload, default=str),
+            reset="1" if reset else "0",
+            once="0",
+        )
+        return _text(
+            script("publish")(self.client, [""], ["none", 0, "", 0, *record.args(time.time())])
+        )
 
     def started(
         self,
@@ -168,38 +140,40 @@ class JobStore:
         once: bool = False,
         redelivered: bool = False,
     ) -> str:
-        """Mark the job active (and count its wait); returns its status before, or
+        """Mark the job active (and count its wait); returns 'run', 'cancelled', or
         ``"duplicate"`` for a publish-once delivery of a job that ran or is running."""
         bucket = next(
             (str(b) for b in keys.WAIT_BUCKETS if waited is not None and waited <= b), "+Inf"
         )
-        return _text(
-            self._started(
-                args=[
-                    P,
-                    job_id,
-                    time.time(),
-                    attempt,
-                    hostname,
-                    queue or "unknown",
-                    "" if waited is None else f"{waited:.6f}",
-                    bucket,
-                    "1" if once else "0",
-                    "1" if redelivered else "0",
-                ]
-            )
-        )
+        args = [
+            job_id,
+            attempt,
+            "1" if once else "0",
+            "1" if redelivered else "0",
+            time.time(),
+            hostname,
+            queue or "unknown",
+            "" if waited is None else f"{waited:.6f}",
+            bucket,
+        ]
+        return _text(script("start")(self.client, [], args))
 
     def finished(self, job_id: str, status: str, **fields: str) -> str:
+        """End the job with ``status``; ``fields`` are stored in its record too."""
         pairs = [item for pair in fields.items() for item in pair]
-        return _text(self._finished(args=[P, job_id, status, time.time(), self.retention, *pairs]))
+        now = time.time()
+        args = [job_id, status, now, _iso(now), self.retention, *pairs]
+        return _text(script("finish")(self.client, [], args))
 
     def keep_result(self, job_id: str, result: str) -> None:
         """Store a job's result (JSON) in its record, if it has one."""
-        self._result(args=[P, job_id, result])
+        script("result")(self.client, [], [job_id, result])
 
-    def cancel(self, job_id: str) -> str:
-        return _text(self._cancel(args=[P, job_id, time.time(), self.retention]))
+    def cancel(self, job_id: str, reason: str = "cancelled") -> str:
+        """Cancel the job; returns its status before (see ``cancel.lua``)."""
+        now = time.time()
+        args = [job_id, now, _iso(now), self.retention, reason]
+        return _text(script("cancel")(self.client, [], args))
 
     def note_error(self, job_id: str, error: str) -> None:
         self.client.hset(keys.JOB + job_id, "last_error", error[:2000])
@@ -225,7 +199,8 @@ class JobStore:
         last: tuple[float, str] | None = None
         for score, job_id, job in self._scan(wanted, cursor):
             if len(out) == limit:
-                return JobPage(out, f"{last[0]:.6f}:{last[1]}" if last else None)
+                # The score in full (repr): jobs taken in one fetch share their creation time.
+                return JobPage(out, f"{last[0]!r}:{last[1]}" if last else None)
             last = (score, job_id)
             if job is not None and all(getattr(job, k) == v for k, v in wanted.items()):
                 out.append(job)
@@ -249,8 +224,7 @@ class JobStore:
             )
             rows = [(_text(m), float(s)) for m, s in found]
             if after is not None:
-                same = f"{float(top):.6f}"
-                rows = [(m, s) for m, s in rows if not (f"{s:.6f}" == same and m >= after)]
+                rows = [(m, s) for m, s in rows if not (s == float(top) and m >= after)]
             if not rows:
                 return
             pipe = self.client.pipeline(transaction=False)
@@ -267,6 +241,10 @@ class JobStore:
             if stale:  # their records expired: drop them from the index listed
                 self.client.zrem(index, *stale)
             after, top = rows[-1][0], rows[-1][1]
+
+
+def _iso(now: float) -> str:
+    return datetime.fromtimestamp(now, UTC).isoformat()
 
 
 def _text(value: Any) -> str:
@@ -291,88 +269,6 @@ def result_json(result: Any) -> str:
     if len(text) > keys.JOB_RESULT_MAX:
         return json.dumps({"truncated": True, "size": len(text)})
     return text
-
-
-class Publishing:
-    """A publish in progress: the record its signal computed travels with its message.
-    ``new``: the job id was generated for this publish, so no record can exist yet."""
-
-    def __init__(self, new: bool = False) -> None:
-        self.record: list[str | float] | None = None
-        self.new = new
-
-    def send(self, store: JobStore, key: str, mode: str, due: float, message: str) -> None:
-        """Write the record (if any) and push the message, in one script call."""
-        if self.record is None:  # a message without a record (Celery's own tasks)
-            client = store.client
-            if mode == "park":
-                client.zadd(key, {message: due})
-            else:
-                client.lpush(key, message)
-            return
-        store.with_message(keys=[key], args=[*self.record, mode, due, message])
-
-
-#: The publish in progress in this context, which its job record travels with.
-_PUBLISHING: ContextVar[Publishing | None] = ContextVar("worker_app_publish", default=None)
-
-
-@contextmanager
-def publishing(publish: Publishing) -> Iterator[None]:
-    """Records written in this context (by the publish signal) are handed to ``publish``."""
-    token = _PUBLISHING.set(publish)
-    try:
-        yield
-    finally:
-        _PUBLISHING.reset(token)
-
-
-def record_published(headers: dict[str, Any], body: Any, queue: str) -> None:
-    """Producer side of every publish (first run, retry, requeue): create or move the record."""
-    name = str(headers.get("task") or "")
-    job_id = headers.get("id")
-    if not name or not job_id or name.startswith("celery."):
-        return
-    headers[keys.PUBLISHED_AT] = time.time()  # the message carries it: queue age, wait time
-    retries = int(headers.get("retries") or 0)
-    eta = headers.get("eta")
-    run_at = _timestamp(eta) if eta else time.time()
-    status = "retrying" if retries else ("scheduled" if eta else "pending")
-    args, kwargs = (
-        (body[0], body[1]) if isinstance(body, list | tuple) and len(body) >= 2 else ([], {})
-    )
-    fresh = retries == 0 and not headers.get(keys.DEFERRED)  # a deferral keeps the record
-    store().published(
-        str(job_id),
-        name,
-        queue,
-        status,
-        run_at,
-        retries,
-        {"args": args, "kwargs": kwargs},
-        reset=fresh,
-        once=publish_once(headers, retries),
-        into=_PUBLISHING.get(),
-    )
-
-
-def publish_once(headers: dict[str, Any] | None, retries: int) -> bool:
-    """Whether a message is a publish-once first attempt (:data:`keys.PUBLISH_ONCE`).
-
-    Retries and deferrals copy the first message's headers, the marker included; they re-run
-    the job on purpose, so the marker counts only on an attempt-1 message that is no deferral.
-    """
-    headers = headers or {}
-    return bool(headers.get(keys.PUBLISH_ONCE)) and retries == 0 and not headers.get(keys.DEFERRED)
-
-
-def _timestamp(iso: str) -> float:
-    from datetime import datetime
-
-    try:
-        return datetime.fromisoformat(iso).timestamp()
-    except (TypeError, ValueError):
-        return time.time()
 
 
 def is_cancelled() -> bool:

@@ -8,6 +8,36 @@ from __future__ import annotations
 
 PREFIX = "worker_app"
 
+# Messages ---------------------------------------------------------------------------------
+# The queue lists are kombu's: ``<queue>`` and ``<queue>\x06\x16<step>`` per priority step.
+#: HASH delivery tag -> JSON ``[envelope, exchange, queue]`` of every message a worker holds
+#: (taken off its list, not yet acked). kombu's Redis transport names it so; keeping the name
+#: lets a release before this one, and kombu's own tools, read what is held.
+HELD = "unacked"
+#: ZSET delivery tag -> lease (Unix seconds the holder last renewed it); a lease older than
+#: ASYNQ_VISIBILITY_TIMEOUT belongs to a lost worker and is restored by the sweep.
+HELD_INDEX = "unacked_index"
+#: HASH tag -> "<list>\n<bytes>" of items taken off a list that are no message envelope, held
+#: (their tags in HELD_INDEX too) until the worker has dead-lettered them.
+HELD_RAW = f"{PREFIX}:held:raw"
+#: Prefix of the tags of HELD_RAW ("raw:" + SHA-1 of the bytes).
+RAW_TAG = "raw:"
+#: LIST per queue list: wake-up tokens. A publish onto a list shorter than WAKE_CAP pushes one;
+#: an idle worker blocks on the tokens of its lists (BLPOP), never on the lists themselves, so
+#: the message itself is only ever taken by the fetch script, which holds it in the same step.
+#: Tokens carry nothing: one lost with a killed worker costs at most IDLE_WAIT of latency.
+WAKE = f"{PREFIX}:wake:"
+WAKE_CAP = 64
+#: Seconds an idle worker waits for a token before it looks at its lists anyway: the latency
+#: of a message from a producer that leaves no token (a plain Celery app).
+IDLE_WAIT = 1
+#: STRING, held by the one worker that searches for records left without a message (once per
+#: visibility timeout); expires with that period.
+ORPHAN_SEARCH = f"{PREFIX}:sweep:orphans"
+#: STRING per task id, Celery's Redis result backend's key (and pub/sub channel) of a result:
+#: written only for jobs whose producer is a plain Celery app, so its AsyncResult.get() returns.
+CELERY_RESULT = "celery-task-meta-"
+
 # Dead-letter queue -------------------------------------------------------------------------
 #: STRING, JSON of one entry, keyed by task id so writing the same failure twice leaves one.
 DLQ_ENTRY = f"{PREFIX}:dlq:entry:"
@@ -38,6 +68,9 @@ JOB = f"{PREFIX}:job:"
 #: type and queue. Members whose record expired are dropped when a listing meets them.
 JOBS_INDEX = f"{PREFIX}:jobs:index"
 JOBS_BY = f"{PREFIX}:jobs:by:"
+JOBS_BY_STATUS = f"{JOBS_BY}status:"
+JOBS_BY_TYPE = f"{JOBS_BY}type:"
+JOBS_BY_QUEUE = f"{JOBS_BY}queue:"
 #: Largest result kept in a job record, in bytes of JSON; larger ones are replaced by a note.
 JOB_RESULT_MAX = 64 * 1024
 

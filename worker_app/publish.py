@@ -36,14 +36,22 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from worker_app import jobs, keys, tracing
+from worker_app import keys, tracing
 from worker_app.base import validate_payload
+from worker_app.broker.envelope import list_key
+from worker_app.broker.publish import (
+    batch_args,
+    due_at,
+    placement,
+    publish,
+    publish_batch,
+    record_of,
+)
+from worker_app.broker.registry import pack_command, script
 from worker_app.celery import PUBLISH_RETRY_POLICY, app
 from worker_app.config import get_settings
-from worker_app.delays import due_at, member
 from worker_app.errors import BrokerUnavailable, InvalidPayload
 from worker_app.queues import check_queue
-from worker_app.redis_client import pack_command
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +106,7 @@ class _Publisher:
     def __init__(self, channel: Any, target: Any, queue: str) -> None:
         conf = app.conf
         self.channel, self.target, self.queue = channel, target, queue
-        self.list_key = channel._q_for_pri(queue, 0)
+        self.list_key = list_key(queue)
         self.limits = (
             target.time_limit or conf.task_time_limit,
             target.soft_time_limit or conf.task_soft_time_limit,
@@ -128,14 +136,10 @@ class _Publisher:
 
     def placement(
         self, headers: dict[str, Any], body: Any, properties: dict[str, Any]
-    ) -> tuple[str, str, float, str]:
-        """Where the envelope goes: (key, "list" or "park", due time, what to store there)."""
+    ) -> tuple[str, str, float | None]:
+        """Where the envelope goes: (its list, its JSON text, when it is due)."""
         envelope = self.envelope(headers, body, properties)
-        text = json_dumps(envelope)
-        due = due_at(envelope)
-        if due is not None and due - time.time() > keys.PARK_AHEAD:
-            return keys.DELAYED, "park", due, member(self.list_key, text)
-        return self.list_key, "list", due or 0.0, text
+        return self.list_key, json_dumps(envelope), due_at(headers)
 
     def envelope(
         self, headers: dict[str, Any], body: Any, properties: dict[str, Any]
@@ -176,7 +180,9 @@ class _Template:
         headers.update(
             {"kwargsrepr": _KWREPR, keys.FIRST_ENQUEUED_AT: _TIME, keys.PUBLISHED_AT: _TIME}
         )
-        self.key, self.mode, self.due, _ = publisher.placement(headers, body, properties)
+        self.key, _, due = publisher.placement(headers, body, properties)
+        self.mode = placement(due, time.time())
+        self.due = due
         envelope = publisher.envelope(headers, body, properties)
         envelope["body"] = _BODY
         envelope["properties"]["delivery_tag"] = _TAG
@@ -186,8 +192,7 @@ class _Template:
         self.parts = _SLOT.split(json_dumps(envelope))
 
     def message(self, job: Job, now: float) -> tuple[str, str]:
-        """The envelope of ``job`` (for 'park', the delayed set's member) and its record's
-        payload, as JSON text."""
+        """The envelope of ``job`` and its record's payload, as JSON text."""
         try:
             # Plain JSON data (always, for a task with a payload model) encodes the same with
             # the standard library as with kombu's encoder, and serves the record as well.
@@ -205,8 +210,9 @@ class _Template:
             _TAG: '"' + str(uuid.uuid4()) + '"',
         }
         parts = self.parts
-        text = "".join(part if n % 2 == 0 else values[part] for n, part in enumerate(parts))
-        return (member(self.list_key, text) if self.mode == "park" else text), payload
+        return "".join(
+            part if n % 2 == 0 else values[part] for n, part in enumerate(parts)
+        ), payload
 
 
 class _Sender:
@@ -275,28 +281,29 @@ def publish_one(
     """
     queue_name = _queue_of(target, queue)
     job = Job(task_id or str(uuid.uuid4()), kwargs_of(target, payload))
-    store = jobs.store()
     attempts = int(PUBLISH_RETRY_POLICY["max_retries"]) + 1
     for attempt in range(attempts):
         try:
             with _channel(f"{target.name}[{job.id}]") as channel:
                 publisher = _Publisher(channel, target, queue_name)
                 headers, body, properties = publisher.message(job, countdown, eta)
-                publish = jobs.Publishing(new=task_id is None)
-                # The receivers (job record, log line, tracing) run as for a Celery publish;
-                # the record they write travels with the message instead of on its own.
-                with jobs.publishing(publish):
-                    before_task_publish.send(
-                        sender=target.name,
-                        body=body,
-                        exchange="",
-                        routing_key=queue_name,
-                        headers=headers,
-                        properties=properties,
-                        declare=[],
-                        retry_policy=None,
-                    )
-                publish.send(store, *publisher.placement(headers, body, properties))
+                # The receivers (log line, tracing) run as for a Celery publish.
+                before_task_publish.send(
+                    sender=target.name,
+                    body=body,
+                    exchange="",
+                    routing_key=queue_name,
+                    headers=headers,
+                    properties=properties,
+                    declare=[],
+                    retry_policy=None,
+                )
+                now = time.time()
+                headers[keys.PUBLISHED_AT] = now
+                record = record_of(headers, [], job.kwargs, queue_name, new_id=task_id is None)
+                key, text, due = publisher.placement(headers, body, properties)
+                with channel.conn_or_acquire() as client:
+                    publish(client, key, text, due=due, record=record, now=now)
             break
         except BrokerUnavailable as exc:
             if attempt + 1 == attempts or not isinstance(
@@ -308,18 +315,6 @@ def publish_one(
         sender=target.name, body=body, headers=headers, exchange="", routing_key=queue_name
     )
     return job.id
-
-
-#: Scripts this process has loaded into Redis (by SHA1); after a Redis restart a NOSCRIPT
-#: reply still gets each call run again.
-_LOADED: set[str] = set()
-
-
-def _ensure_loaded(script: Any) -> None:
-    """Load ``script`` once per process, so a first batch is not refused chunk by chunk."""
-    if script.sha not in _LOADED:
-        script.registered_client.script_load(script.script)
-        _LOADED.add(script.sha)
 
 
 def enqueue_many(
@@ -353,44 +348,37 @@ def enqueue_many(
         from opentelemetry.propagate import inject
 
         inject(trace)
-    store = jobs.store()
-    script = store.batch
     calls: list[tuple[list[str], list[Any]]] = []
     with _channel(f"{len(batch)} {target.name} job(s)") as channel:
-        _ensure_loaded(script)
         template = _Template(_Publisher(channel, target, queue_name), countdown, eta, trace)
         status = "scheduled" if template.mode == "park" or template.due else "pending"
         try:
-            with _Sender(store.client) as sender:
+            with channel.conn_or_acquire() as client, _Sender(client) as sender:
                 # Each chunk is sent as soon as it is built: Redis runs one while the next is
                 # being built, and the replies are read at the end.
                 for start in range(0, len(batch), BATCH_CHUNK):
-                    chunk = batch[start : start + BATCH_CHUNK]
-                    args: list[Any] = [
-                        jobs.P,
-                        target.name,
-                        queue_name,
-                        status,
-                        template.mode,
-                        len(chunk),
-                    ]
-                    for job in chunk:
+                    rows: list[list[Any]] = []
+                    for job in batch[start : start + BATCH_CHUNK]:
                         now = time.time()
                         message, payload = template.message(job, now)
-                        args += (job.id, now, template.due or now, payload, message, template.due)
-                    calls.append(([template.key], args))
-                    # A bare EVALSHA: a Script object would first ask SCRIPT EXISTS.
-                    sender.send("EVALSHA", script.sha, 1, template.key, *args)
+                        rows.append(
+                            [job.id, now, template.due or now, payload, message, template.due or 0]
+                        )
+                    call = batch_args(
+                        template.key, target.name, queue_name, status, template.mode, rows
+                    )
+                    calls.append(call)
+                    sender.send("EVALSHA", *script("publish_batch").args(*call))
                 results = sender.replies()
+                # A call refused for want of the script did nothing at all: run it again.
+                for call, result in zip(calls, results, strict=True):
+                    if isinstance(result, NoScriptError):
+                        publish_batch(client, *call)
+                    elif isinstance(result, Exception):
+                        raise BrokerUnavailable(f"could not publish {target.name} jobs: {result}")
         except (RedisError, OSError) as exc:
             raise BrokerUnavailable(
                 f"could not publish {len(batch)} {target.name} job(s): Redis unreachable ({exc})"
             ) from exc
-    for (job_keys, args), result in zip(calls, results, strict=True):
-        # A call refused for want of the script did nothing at all: running it again is safe.
-        if isinstance(result, NoScriptError):
-            script(keys=job_keys, args=args)
-        elif isinstance(result, Exception):
-            raise BrokerUnavailable(f"could not publish {target.name} jobs: {result}")
     logger.info("published %d %s job(s) queue=%s", len(batch), target.name, queue_name)
     return [job.id for job in batch]

@@ -14,15 +14,10 @@ import redis
 from celery import current_app
 
 from worker_app import keys
+from worker_app.broker.delays import parked_by_queue
+from worker_app.broker.envelope import lists_of
 from worker_app.config import get_settings
-from worker_app.delays import parked_by_queue
 from worker_app.errors import UnknownQueue
-
-# kombu's Redis transport keeps a queue in one list per priority step: ``queue`` for priority 0
-# and ``queue<SEP><step>`` for the others; the unacked messages of every queue share one hash.
-KOMBU_SEP = "\x06\x16"
-KOMBU_PRIORITY_STEPS = range(1, 10)
-KOMBU_UNACKED = "unacked"
 
 # Weight of a queue the worker consumes but ASYNQ_QUEUES does not name (none in practice: the
 # worker refuses such queues at start); the lowest a configured queue can have.
@@ -142,13 +137,12 @@ def queue_stats(client: redis.Redis) -> list[QueueStats]:
     total = sum(weights.values())
     pipe = client.pipeline(transaction=False)
     for name in weights:
-        pipe.llen(name)
-        for step in KOMBU_PRIORITY_STEPS:
-            pipe.llen(f"{name}{KOMBU_SEP}{step}")
+        for list_name in lists_of(name):
+            pipe.llen(list_name)
     for name in weights:
-        pipe.lindex(name, -1)  # LPUSH in, BRPOP out: the oldest is at the tail
+        pipe.lindex(name, -1)  # LPUSH in, taken from the tail: the oldest is there
     replies = pipe.execute()
-    per_queue = 1 + len(KOMBU_PRIORITY_STEPS)
+    per_queue = len(lists_of(""))
     lengths, oldest = replies[: -len(weights)], replies[-len(weights) :]
     now = time.time()
     unacked, scheduled = _in_flight(client)
@@ -173,7 +167,7 @@ def _in_flight(client: redis.Redis) -> tuple[dict[str, int], dict[str, int]]:
     unacked: dict[str, int] = {}
     scheduled: dict[str, int] = {}
     now = time.time()
-    for _, raw in client.hscan_iter(KOMBU_UNACKED):
+    for _, raw in client.hscan_iter(keys.HELD):
         try:
             message, _exchange, queue = json.loads(raw)
             eta = (message.get("headers") or {}).get("eta")

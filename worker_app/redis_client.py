@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any
 from urllib.parse import urlsplit
 
 import redis
@@ -45,21 +44,3 @@ def connect(settings: Settings) -> redis.Redis:
 def get_redis() -> redis.Redis:
     """This process's client (its pool reconnects by itself after a fork)."""
     return connect(get_settings())
-
-
-def pack_command(*args: Any) -> bytes:
-    """One command in Redis's protocol, as redis-py would send it (strings as UTF-8, floats by
-    ``repr``, other values by ``str``), in a fraction of its time for commands with many
-    arguments."""
-    out = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        if isinstance(arg, bytes):
-            data = arg
-        elif isinstance(arg, str):
-            data = arg.encode()
-        elif isinstance(arg, float):
-            data = repr(arg).encode()
-        else:
-            data = str(arg).encode()
-        out += (b"$%d\r\n" % len(data), data, b"\r\n")
-    return b"".join(out)

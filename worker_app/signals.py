@@ -62,8 +62,8 @@ def _on_task_postrun(**_: Any) -> None:
 
 
 @before_task_publish.connect
-def _on_publish(headers: dict[str, Any], body: Any, routing_key: str = "", **_: Any) -> None:
-    jobs.record_published(headers, body, routing_key)
+def _on_publish(headers: dict[str, Any], routing_key: str = "", **_: Any) -> None:
+    # The job record is written with the message itself (worker_app.broker.publish).
     lifecycle.published(headers, routing_key)
 
 

@@ -1,5 +1,6 @@
-"""Worker bootsteps: the heartbeat ``worker-app health`` reads, the periodic stats line, and
-the lease renewer that keeps a live worker's messages from being handed to another."""
+"""Worker bootsteps: the heartbeat ``worker-app health`` reads, the periodic stats line, the
+lease renewer that keeps a live worker's messages from being handed to another, the sweep that
+gives a lost worker's messages back, and the release of parked messages."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ import redis
 from celery import bootsteps
 
 from worker_app import keys
+from worker_app.broker.delays import release_due
+from worker_app.broker.sweep import end_orphan, orphans, sweep
 from worker_app.config import get_settings
-from worker_app.delays import Releaser
+from worker_app.failures import LOST, dead_letter_lost
 from worker_app.health import beat
 from worker_app.redis_client import get_redis
 from worker_app.waits import FLUSH_INTERVAL as WAIT_FLUSH_INTERVAL
@@ -159,8 +162,42 @@ class LeaseRenewer(PeriodicThread):
             return 0
         tags = list(delivered)  # one C-level copy under the GIL
         now = time.time()
-        changed = get_redis().zadd("unacked_index", dict.fromkeys(tags, now), xx=True, ch=True)
+        changed = get_redis().zadd(keys.HELD_INDEX, dict.fromkeys(tags, now), xx=True, ch=True)
         return int(changed or 0)
+
+
+class HeldSweeper(PeriodicThread):
+    """Every sixth of ``ASYNQ_VISIBILITY_TIMEOUT``, put back on their queues the messages whose
+    lease expired (their worker was lost). Once per timeout, one worker (whichever takes the
+    turn) also ends the records left without any message: failed, dead-lettered as ``lost``,
+    so an operator can replay them. Only workers sweep: a process that only reads replies
+    (``celery inspect``, Flower) never restores anything."""
+
+    doing = "sweep of expired leases"
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        super().__init__(worker, **kwargs)
+        from worker_app.celery import RESTORE_SWEEPS_PER_TIMEOUT
+
+        self.timeout = get_settings().asynq_visibility_timeout.total_seconds()
+        self.period = max(0.5, self.timeout / RESTORE_SWEEPS_PER_TIMEOUT)
+        self.ticks = 0
+
+    def tick(self) -> int:
+        client = get_redis()
+        done = len(sweep(client, self.timeout))
+        self.ticks += 1
+        turn = max(1, int(self.timeout / self.period))
+        if self.ticks % turn == 0 and client.set(
+            keys.ORPHAN_SEARCH, str(self.worker.hostname), nx=True, ex=max(1, int(self.timeout))
+        ):
+            settings = get_settings()
+            retention = int(settings.asynq_retention.total_seconds())
+            for orphan in orphans(client, settings.queue_names, self.timeout):
+                if end_orphan(client, orphan, retention, LOST):
+                    dead_letter_lost(orphan.job_id)
+                    done += 1
+        return done
 
 
 class DelayReleaser(PeriodicThread):
@@ -170,12 +207,8 @@ class DelayReleaser(PeriodicThread):
     period = keys.RELEASE_PERIOD
     doing = "release of delayed jobs"
 
-    def __init__(self, worker: Any, **kwargs: Any) -> None:
-        super().__init__(worker, **kwargs)
-        self.releaser = Releaser(get_redis())
-
     def tick(self) -> int:
-        return self.releaser.release()
+        return release_due(get_redis())
 
 
 class WaitFlusher(PeriodicThread):

@@ -1,0 +1,101 @@
+"""A real worker in a process group of its own, for the fault tests that freeze or kill it.
+
+SIGSTOP and SIGKILL go to the whole group, the main process and its pool processes at once, as
+when a container is frozen or OOM-killed. The same class runs another checkout of the project
+(an older release in a virtualenv of its own) with ``root`` and ``bin_dir``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+from tests.conftest import BIN, ROOT, Worker, wait_until
+
+
+class GroupWorker(Worker):
+    """``celery -A worker_app worker`` started in a new session: its pid is its group id."""
+
+    def __init__(
+        self,
+        log_path: Path,
+        env: dict[str, str],
+        queues: str = "critical,default,low",
+        concurrency: int | None = None,
+        *,
+        root: Path = ROOT,
+        bin_dir: Path = BIN,
+        include: str = "tests.e2e_tasks",
+    ) -> None:
+        super().__init__(log_path, env, queues, concurrency)
+        self.root = root
+        self.bin_dir = bin_dir
+        self.include = include
+        self.frozen = False
+
+    def start(self, timeout: float = 60.0) -> GroupWorker:
+        argv = [
+            str(self.bin_dir / "celery"),
+            "-A",
+            "worker_app",
+            "worker",
+            "--include",
+            self.include,
+            "-Q",
+            self.queues,
+            "-n",
+            f"{self.name}@%h",
+            "--without-mingle",
+            "--without-gossip",
+            *(["--concurrency", str(self.concurrency)] if self.concurrency else []),
+        ]
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                argv,
+                cwd=self.root,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        process = self.process
+        wait_until(
+            lambda: " ready." in self.log() or process.poll() is not None,
+            timeout,
+            "the worker to be ready",
+        )
+        assert process.poll() is None, f"worker exited:\n{self.log()}"
+        return self
+
+    def _signal_group(self, signum: int) -> None:
+        assert self.process is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signum)
+
+    def freeze(self) -> None:
+        """SIGSTOP the worker and its pool processes."""
+        self._signal_group(signal.SIGSTOP)
+        self.frozen = True
+
+    def thaw(self) -> None:
+        self._signal_group(signal.SIGCONT)
+        self.frozen = False
+
+    def kill(self) -> None:
+        """SIGKILL the worker and its pool processes, and reap the main process."""
+        self._signal_group(signal.SIGKILL)
+        assert self.process is not None
+        self.process.wait()
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """A graceful stop (thawed first when frozen); the group is killed if that fails."""
+        assert self.process is not None
+        if self.process.poll() is None and self.frozen:
+            self.thaw()
+        try:
+            return super().stop(timeout)
+        finally:
+            self._signal_group(signal.SIGKILL)  # pool processes a failed stop left behind

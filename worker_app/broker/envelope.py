@@ -1,0 +1,90 @@
+"""What a message envelope is: the rule the fetch script applies, said once more for Python.
+
+kombu's Redis transport stores a message as a JSON object whose ``properties`` hold a
+``delivery_info`` object and a string ``delivery_tag``. The fetch script (``fetch.lua``) holds
+an item as a message only when it is valid UTF-8, decodes as such an object, and has a non-empty
+string tag; anything else is held under a raw tag until it is dead-lettered. Python parses only
+what the script held, with the same rule, so the two never disagree on an item.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+#: kombu's separator between a queue's name and its priority step in a list's name.
+SEP = "\x06\x16"
+#: The priority steps of a queue's lists (kombu's default: a plain Celery producer uses them).
+#: A priority is rounded down to its step; within a queue, a lower step is taken first.
+PRIORITY_STEPS = (0, 3, 6, 9)
+
+
+class MalformedEnvelope(ValueError):
+    """The item is not a kombu message envelope."""
+
+
+def parse(item: bytes | str) -> dict[str, Any]:
+    """The envelope ``item`` holds.
+
+    Raises:
+        ValueError: not UTF-8 or not JSON (``UnicodeDecodeError``, ``JSONDecodeError``), or
+            :class:`MalformedEnvelope`: not shaped as a kombu envelope.
+    """
+    payload: Any = json.loads(item)
+    properties = payload.get("properties") if isinstance(payload, dict) else None
+    if not isinstance(properties, dict) or not isinstance(properties.get("delivery_info"), dict):
+        raise MalformedEnvelope("not a kombu message envelope (no properties.delivery_info)")
+    tag = properties.get("delivery_tag")
+    if not isinstance(tag, str) or not tag:
+        raise MalformedEnvelope("not a kombu message envelope (no string properties.delivery_tag)")
+    envelope: dict[str, Any] = payload
+    return envelope
+
+
+def step(priority: Any) -> int:
+    """The priority step of a message priority (kombu's rounding: down to a step, within 0-9)."""
+    try:
+        value = max(0, min(int(priority), PRIORITY_STEPS[-1]))
+    except (TypeError, ValueError):
+        return 0
+    return max(s for s in PRIORITY_STEPS if s <= value)
+
+
+def list_key(queue: str, priority: Any = 0) -> str:
+    """The list that holds ``queue``'s messages of ``priority`` (as kombu names it)."""
+    level = step(priority)
+    return f"{queue}{SEP}{level}" if level else queue
+
+
+def lists_of(queue: str) -> list[str]:
+    """Every list of ``queue``, in the order they are taken from."""
+    return [list_key(queue, level) for level in PRIORITY_STEPS]
+
+
+def queue_of(list_name: str) -> str:
+    """The queue a list belongs to."""
+    return list_name.split(SEP, 1)[0]
+
+
+def priority_of(envelope: dict[str, Any]) -> Any:
+    """The priority a message was sent with (0 when none)."""
+    properties = envelope.get("properties")
+    return (properties.get("priority") if isinstance(properties, dict) else None) or 0
+
+
+def mark_redelivered(envelope: dict[str, Any]) -> None:
+    """Flag a message that goes back on its queue, as kombu does."""
+    headers = envelope.get("headers")
+    if isinstance(headers, dict):
+        headers["redelivered"] = True
+    properties = envelope.get("properties")
+    info = properties.get("delivery_info") if isinstance(properties, dict) else None
+    if isinstance(info, dict):
+        info["redelivered"] = True
+
+
+def job_id(envelope: dict[str, Any]) -> str:
+    """The task id of a Celery message ('' for anything else)."""
+    headers = envelope.get("headers")
+    value = headers.get("id") if isinstance(headers, dict) else None
+    return value if isinstance(value, str) else ""

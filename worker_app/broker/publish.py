@@ -1,0 +1,176 @@
+"""The one publisher: every way a job is sent ends in :func:`publish` or :func:`publish_batch`.
+
+``enqueue`` and ``enqueue_many`` call them directly; ``.delay()``, ``.apply_async()``, retries,
+deferrals, dead-letter requeues, operator retries, periodic slots and the outbox relay reach
+them through the transport's ``_put`` (Celery's producer). One script call writes the job's
+record and pushes the message onto its list, or parks it until due, and leaves a wake-up token
+for idle workers (``publish.lua``): a message never exists without its record.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from worker_app import keys
+from worker_app.broker import envelope
+from worker_app.broker.registry import script
+
+
+@dataclass(frozen=True)
+class Record:
+    """The job record a publish writes (see ``publish_record`` in ``records.lua``)."""
+
+    id: str
+    task: str
+    queue: str
+    status: str
+    run_at: float
+    attempt: int
+    payload: str
+    #: '1' a fresh run (clears what a previous run left), '0' a retry or deferral (keeps the
+    #: record's history), 'new' an id generated for this publish (no record can exist yet).
+    reset: str
+    #: '1' a publish-once repeat leaves an existing record as it is.
+    once: str
+
+    def args(self, now: float) -> list[Any]:
+        return [
+            self.id,
+            self.task,
+            self.queue,
+            self.status,
+            now,
+            self.run_at,
+            self.attempt,
+            self.payload,
+            self.reset,
+            self.once,
+        ]
+
+
+def due_at(headers: dict[str, Any] | None) -> float | None:
+    """When a message is due (its ``eta`` header), as Unix time; None for at once."""
+    eta = (headers or {}).get("eta")
+    if not eta:
+        return None
+    try:
+        return datetime.fromisoformat(str(eta)).timestamp()
+    except ValueError:
+        return None
+
+
+def publish_once(headers: dict[str, Any] | None, retries: int) -> bool:
+    """Whether a message is a publish-once first attempt (:data:`keys.PUBLISH_ONCE`).
+
+    Retries and deferrals copy the first message's headers, the marker included; they re-run
+    the job on purpose, so the marker counts only on an attempt-1 message that is no deferral.
+    """
+    headers = headers or {}
+    return bool(headers.get(keys.PUBLISH_ONCE)) and retries == 0 and not headers.get(keys.DEFERRED)
+
+
+def record_of(
+    headers: dict[str, Any], args: Any, kwargs: Any, queue: str, *, new_id: bool = False
+) -> Record | None:
+    """The record a task message's publish writes; None for what has no record (Celery's own
+    ``celery.*`` tasks, messages that are no task)."""
+    name = str(headers.get("task") or "")
+    job_id = headers.get("id")
+    if not name or not job_id or name.startswith("celery."):
+        return None
+    retries = int(headers.get("retries") or 0)
+    due = due_at(headers)
+    status = "retrying" if retries else ("scheduled" if due else "pending")
+    fresh = retries == 0 and not headers.get(keys.DEFERRED)  # a deferral keeps the record
+    reset = ("new" if new_id else "1") if fresh else "0"
+    try:
+        payload = json.dumps({"args": args, "kwargs": kwargs})
+    except TypeError:  # dates and the like: kept as their text
+        payload = json.dumps({"args": args, "kwargs": kwargs}, default=str)
+    return Record(
+        id=str(job_id),
+        task=name,
+        queue=queue,
+        status=status,
+        run_at=due or time.time(),
+        attempt=retries,
+        payload=payload,
+        reset=reset,
+        once="1" if publish_once(headers, retries) else "0",
+    )
+
+
+def record_of_envelope(message: dict[str, Any], queue: str) -> Record | None:
+    """:func:`record_of` for a kombu envelope (its body base64-encoded JSON, protocol 2)."""
+    headers = message.get("headers")
+    if not isinstance(headers, dict) or not headers.get("task"):
+        return None
+    args: Any = []
+    kwargs: Any = {}
+    try:
+        body: Any = message.get("body")
+        properties = message.get("properties") or {}
+        if properties.get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        decoded = json.loads(body)
+        if isinstance(decoded, list) and len(decoded) >= 2:
+            args, kwargs = decoded[0], decoded[1]
+    except (TypeError, ValueError):
+        pass  # the record keeps an empty payload; the worker judges the message itself
+    return record_of(headers, args, kwargs, queue)
+
+
+def placement(due: float | None, now: float) -> str:
+    """'park' for a message due later than ``PARK_AHEAD`` seconds from now, else 'list'."""
+    return "park" if due is not None and due - now > keys.PARK_AHEAD else "list"
+
+
+def publish(
+    client: Any,
+    list_key: str,
+    message: str,
+    *,
+    due: float | None = None,
+    record: Record | None = None,
+    now: float | None = None,
+) -> str:
+    """Write ``record`` (if any) and push ``message`` onto ``list_key``, or park it until
+    ``due``, in one call; returns the record's status before ('' if none)."""
+    now = time.time() if now is None else now
+    args: list[Any] = [placement(due, now), due or 0, message, keys.WAKE_CAP]
+    if record is not None:
+        args += record.args(now)
+    reply = script("publish")(client, [list_key], args)
+    return reply.decode() if isinstance(reply, bytes) else str(reply or "")
+
+
+def batch_args(
+    list_key: str, task: str, queue: str, status: str, mode: str, jobs: list[list[Any]]
+) -> tuple[list[str], list[Any]]:
+    """The keys and arguments of one ``publish_batch`` call; ``jobs``: per job its id, created,
+    run_at, payload JSON, message and due time."""
+    args: list[Any] = [task, queue, status, mode, keys.WAKE_CAP, len(jobs)]
+    for job in jobs:
+        args += job
+    return [list_key], args
+
+
+def publish_batch(client: Any, own_keys: list[str], args: list[Any]) -> int:
+    """Publish a batch of new jobs built by :func:`batch_args` in one call."""
+    return int(script("publish_batch")(client, own_keys, args))
+
+
+def parked_message(member: str) -> tuple[str, str]:
+    """The list and message of a member of the delayed set."""
+    list_key, _, message = member.partition("\n")
+    return list_key, message
+
+
+def parked_queue(member: str) -> str:
+    """The queue a member of the delayed set is bound for."""
+    return envelope.queue_of(parked_message(member)[0])

@@ -1,0 +1,103 @@
+"""kombu's QoS for the Redis channel, bound to the product's protocol.
+
+- A message the fetch script delivered is held already: ``append`` only records it in memory.
+- An ack is carried by the next fetch (see :mod:`.fetch`), or released at once when none comes.
+- Giving a message back (``reject`` with requeue, a stopping worker's ``restore_unacked``) runs
+  ``restore.lua``: the message goes back on its list and its job waits again, in one step.
+- ``restore_visible`` does nothing: only a worker sweeps expired leases (:mod:`.sweep`), so a
+  process that merely reads replies (``celery inspect``, Flower) never restores anything.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from kombu.transport import redis as kombu_redis
+from kombu.transport import virtual
+from kombu.utils.json import dumps as kombu_dumps
+
+from worker_app import keys
+from worker_app.broker.sweep import restore
+
+logger = logging.getLogger(__name__)
+
+# The in-memory bookkeeping of kombu's QoS, below its Redis layer.
+_virtual_append = virtual.QoS.append
+_virtual_ack = virtual.QoS.ack
+
+
+class QoS(kombu_redis.QoS):
+    """Holds, acks and gives back messages by the product's scripts."""
+
+    def append(self, message: Any, delivery_tag: Any) -> None:
+        channel: Any = self.channel
+        if not channel.delivering_held:
+            # Taken by a basic_get of a consumer with acks: held as the fetch script would.
+            delivery = message.delivery_info
+            value = kombu_dumps([message._raw, delivery["exchange"], delivery["routing_key"]])
+            with channel.conn_or_acquire() as client:
+                pipe = client.pipeline()
+                pipe.zadd(keys.HELD_INDEX, {delivery_tag: time.time()})
+                pipe.hset(keys.HELD, delivery_tag, value)
+                pipe.execute()
+        _virtual_append(self, message, delivery_tag)
+
+    def ack(self, delivery_tag: Any) -> None:
+        channel: Any = self.channel
+        message = (self._delivered or {}).get(delivery_tag)
+        ack = (str(delivery_tag), str(getattr(message, "job_succeeded", "") or ""))
+        if not channel.ack_later():  # released now, in a call of its own
+            channel.release([ack])
+            _virtual_ack(self, delivery_tag)
+            return
+        channel.add_ack(ack)
+        _virtual_ack(self, delivery_tag)
+        if not self.can_consume():  # no fetch will come to carry it
+            channel.flush_acks()
+
+    def reject(self, delivery_tag: Any, requeue: bool = False) -> None:
+        if requeue:
+            self.restore_by_tag(delivery_tag, leftmost=True)
+            _virtual_ack(self, delivery_tag)
+        else:
+            self.ack_without_success(delivery_tag)
+
+    def ack_without_success(self, delivery_tag: Any) -> None:
+        """Release a delivery whose job ended otherwise than in success."""
+        channel: Any = self.channel
+        channel.release([(str(delivery_tag), "")])
+        _virtual_ack(self, delivery_tag)
+
+    def restore_by_tag(self, tag: Any, client: Any = None, leftmost: bool = False) -> Any:
+        with self.channel.conn_or_acquire(client) as conn:  # type: ignore[attr-defined]
+            restore(conn, [str(tag)], head=leftmost)
+
+    def restore_unacked(self, client: Any = None) -> Any:
+        # Acked deliveries are released first; the rest go back on their lists in one call.
+        self._flush_acks()
+        delivered: dict[Any, Any] = self._delivered or {}
+        tags = [str(tag) for tag in delivered]
+        if tags:
+            with self.channel.conn_or_acquire(client) as conn:  # type: ignore[attr-defined]
+                restore(conn, tags, head=False)
+        delivered.clear()
+
+    def restore_unacked_once(self, stderr: Any = None) -> Any:
+        # On close (and at exit): kombu calls restore_unacked only when some delivery is left.
+        self._flush_acks()
+        return super().restore_unacked_once(stderr)
+
+    def _flush_acks(self) -> None:
+        channel: Any = self.channel
+        try:
+            channel.flush_acks()
+        except channel.connection_errors as exc:
+            # Their leases lapse and the sweep puts them back: they may run once more.
+            logger.warning(
+                "%d acks not released: Redis unreachable (%s)", len(channel.pending_acks), exc
+            )
+
+    def restore_visible(self, *args: Any, **kwargs: Any) -> None:
+        """Nothing: expired leases are swept by workers only (worker_app.broker.sweep)."""

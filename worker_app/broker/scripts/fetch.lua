@@ -1,0 +1,126 @@
+--! use records
+-- The worker's one call: release acked deliveries (ending the jobs that succeeded), then take up
+-- to ``slots`` messages off the queue lists and hold each (held hash and lease index) in the
+-- same atomic step, starting its job. Nothing is ever taken off a list without being held.
+--
+-- KEYS (after the prelude's): per queue, its lists in priority order (``steps`` of them).
+-- ARGV: now, now as ISO text, worker name, retention seconds, number of queues, steps, slots,
+--   number of acks; the queue names; per queue '1' to hold what is taken from it, '0' not (a
+--   consumer without acks); per slot the queue order (1-based queue positions); per ack its
+--   tag and job id ('' unless the job succeeded).
+-- Returns: 1 if a take found every list empty (the worker may wait), else 0; then per message
+--   taken: queue position, verdict ('held', 'taken' (not held), 'cancelled', 'duplicate',
+--   'bad'), tag, the item.
+--   'bad' items (not a message envelope) are held under a tag of their own until the worker
+--   has dead-lettered them; 'cancelled' and 'duplicate' ones are dropped (their job is over).
+local now, now_iso, hostname, retention = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local nq, steps, slots = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local nacks = tonumber(ARGV[8])
+local orders_at = 8 + 2 * nq  -- the orders follow this argument
+local acks_at = orders_at + slots * nq + 1
+
+if nacks > 0 then
+  local all, tags, raws = {}, {}, {}
+  for i = 0, nacks - 1 do
+    local tag, id = ARGV[acks_at + 2 * i], ARGV[acks_at + 2 * i + 1]
+    all[#all + 1] = tag
+    if string.sub(tag, 1, #H.raw_tag) == H.raw_tag then raws[#raws + 1] = tag
+    else tags[#tags + 1] = tag end
+    if id ~= '' then finish_record(id, 'succeeded', now, now_iso, retention, nil) end
+  end
+  redis.call('ZREM', K.held_index, unpack(all))
+  if #tags > 0 then redis.call('HDEL', K.held, unpack(tags)) end
+  if #raws > 0 then redis.call('HDEL', K.held_raw, unpack(raws)) end
+end
+
+local function valid_utf8(s)
+  if not string.find(s, '[\128-\255]') then return true end
+  local i, n = 1, #s
+  while i <= n do
+    local c = string.byte(s, i)
+    local len = c < 0x80 and 1 or (c >= 0xC2 and c < 0xE0) and 2 or (c >= 0xE0 and c < 0xF0) and 3
+      or (c >= 0xF0 and c < 0xF5) and 4 or 0
+    if len == 0 or i + len - 1 > n then return false end
+    for j = i + 1, i + len - 1 do
+      local d = string.byte(s, j)
+      if d < 0x80 or d > 0xBF then return false end
+    end
+    i = i + len
+  end
+  return true
+end
+
+-- The one rule of what a message envelope is (worker_app.broker.envelope says the same).
+local function envelope(item)
+  if not valid_utf8(item) then return nil end
+  local ok, msg = pcall(cjson.decode, item)
+  if not ok or type(msg) ~= 'table' then return nil end
+  local props = msg.properties
+  if type(props) ~= 'table' or type(props.delivery_info) ~= 'table' then return nil end
+  if type(props.delivery_tag) ~= 'string' or props.delivery_tag == '' then return nil end
+  return msg
+end
+
+local function hold(list, queue, item, keep)
+  if not keep then return 'taken', '' end
+  local msg = envelope(item)
+  if not msg then
+    local tag = H.raw_tag .. redis.sha1hex(item)
+    redis.call('ZADD', K.held_index, now, tag)
+    redis.call('HSET', K.held_raw, tag, list .. '\n' .. item)
+    return 'bad', tag
+  end
+  local tag = msg.properties.delivery_tag
+  local verdict = start_message(msg, queue, now, hostname)
+  if verdict ~= 'run' then return verdict, tag end
+  redis.call('ZADD', K.held_index, now, tag)
+  local exchange = msg.properties.delivery_info.exchange
+  if type(exchange) ~= 'string' then exchange = '' end
+  -- As kombu holds a message: [envelope, exchange, routing key]; the routing key is the queue
+  -- it came from, so a restore puts it back there.
+  redis.call('HSET', K.held, tag, '[' .. item .. ',' .. cjson.encode(exchange) .. ','
+    .. cjson.encode(queue) .. ']')
+  return 'held', tag
+end
+
+local out = {0}
+local lmpop = (tonumber(redis.REDIS_VERSION_NUM) or 0) >= 0x070000
+for s = 0, slots - 1 do
+  local lists, owner = {}, {}
+  for i = 1, nq do
+    local q = tonumber(ARGV[orders_at + s * nq + i])
+    for p = 1, steps do
+      local list = KEYS[NK + (q - 1) * steps + p]
+      lists[#lists + 1] = list
+      owner[list] = q
+    end
+  end
+  local list, item
+  if lmpop then
+    local n = #lists
+    lists[n + 1] = 'RIGHT'
+    local popped = redis.call('LMPOP', n, unpack(lists))
+    lists[n + 1] = nil
+    if popped then list, item = popped[1], popped[2][1] end
+  else
+    for _, candidate in ipairs(lists) do
+      item = redis.call('RPOP', candidate)
+      if item then list = candidate break end
+    end
+  end
+  if not item then
+    -- Every list is empty: wake-up tokens left for them announce nothing any more.
+    out[1] = 1
+    local wakes = {}
+    for i, l in ipairs(lists) do wakes[i] = K.wake .. l end
+    redis.call('DEL', unpack(wakes))
+    break
+  end
+  local q = owner[list]
+  local verdict, tag = hold(list, ARGV[8 + q], item, ARGV[8 + nq + q] == '1')
+  out[#out + 1] = q
+  out[#out + 1] = verdict
+  out[#out + 1] = tag
+  out[#out + 1] = item
+end
+return out

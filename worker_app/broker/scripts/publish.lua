@@ -1,0 +1,21 @@
+--! use records
+-- Publish one message: write its job record (when it has one) and push it onto its queue list,
+-- or park it in the delayed set until due, in one atomic call; a message never exists without
+-- its record. A push onto a short list also leaves a wake-up token for idle workers.
+--
+-- KEYS (after the prelude's): the queue list.
+-- ARGV: 'list', 'park' or 'none' (the record alone), due time, the message, wake-up cap; then, when the message has a
+--   record: id, task, queue, status, now, run_at, attempt, payload JSON, reset, once (see
+--   publish_record). Returns the record's status before ('' for none or no record).
+local list, mode, due, message, cap = KEYS[NK + 1], ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local old = ''
+if #ARGV > 4 then
+  old = publish_record(ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12],
+    ARGV[13], ARGV[14])
+end
+if mode == 'park' then
+  redis.call('ZADD', K.delayed, due, list .. '\n' .. message)
+elseif mode == 'list' and redis.call('LPUSH', list, message) <= cap then
+  redis.call('LPUSH', K.wake .. list, '')
+end
+return old

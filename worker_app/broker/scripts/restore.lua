@@ -1,0 +1,26 @@
+--! use records
+-- Put held messages back on their queue lists (their worker was lost, or gave them back), each
+-- only if it is still held exactly as read, and let their jobs wait again. Bad items (held
+-- under a raw tag) go back as they came.
+-- ARGV: now, wake-up cap, 'head' or 'tail' (where on the list: the tail is taken next), then per
+--   message: tag, the held value as read, the list, the message to push (with its redelivered
+--   flags set), job id ('' none).
+-- Returns the tags put back.
+local now, cap, side = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local back = {}
+for i = 4, #ARGV, 5 do
+  local tag, seen, list, message, id = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  local raw = string.sub(tag, 1, #H.raw_tag) == H.raw_tag
+  local hash = raw and K.held_raw or K.held
+  if redis.call('HGET', hash, tag) == seen then
+    redis.call('HDEL', hash, tag)
+    redis.call('ZREM', K.held_index, tag)
+    local n = redis.call(side == 'head' and 'LPUSH' or 'RPUSH', list, message)
+    if n <= cap then redis.call('LPUSH', K.wake .. list, '') end
+    if id ~= '' then requeue_record(id, now) end
+    back[#back + 1] = tag
+  elseif redis.call('HEXISTS', hash, tag) == 0 then
+    redis.call('ZREM', K.held_index, tag)  -- acked meanwhile: only its lease was left
+  end
+end
+return back
