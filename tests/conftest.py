@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Self
 
 import pytest
 import redis
@@ -84,17 +85,27 @@ def child_env(**overrides: str) -> dict[str, str]:
 class Worker:
     """A real ``celery -A worker_app worker`` process writing its log to a file."""
 
+    #: The module of tasks the worker loads beside worker_app's own.
+    include = "tests.e2e_tasks"
+    #: Start the worker in a session (process group) of its own.
+    new_session = False
+
     def __init__(
         self,
         log_path: Path,
         env: dict[str, str],
         queues: str = "critical,default,low",
         concurrency: int | None = None,
+        *,
+        root: Path = ROOT,
+        bin_dir: Path = BIN,
     ):
         self.log_path = log_path
         self.env = env
         self.queues = queues
         self.concurrency = concurrency
+        self.root = root
+        self.bin_dir = bin_dir
         self.name = f"test-{uuid.uuid4().hex[:8]}"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -105,14 +116,14 @@ class Worker:
 
         return f"{self.name}@{socket.gethostname()}"
 
-    def start(self, timeout: float = 60.0) -> Worker:
+    def start(self, timeout: float = 60.0) -> Self:
         argv = [
-            str(BIN / "celery"),
+            str(self.bin_dir / "celery"),
             "-A",
             "worker_app",
             "worker",
             "--include",
-            "tests.e2e_tasks",
+            self.include,
             "-Q",
             self.queues,
             "-n",
@@ -123,7 +134,12 @@ class Worker:
         ]
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
-                argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+                argv,
+                cwd=self.root,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=self.new_session,
             )
         wait_until(
             lambda: " ready." in self.log() or self.process.poll() is not None,  # type: ignore[union-attr]

@@ -10,14 +10,15 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
 from pathlib import Path
 
-from tests.conftest import BIN, ROOT, Worker, wait_until
+from tests.conftest import BIN, ROOT, Worker
 
 
 class GroupWorker(Worker):
     """``celery -A worker_app worker`` started in a new session: its pid is its group id."""
+
+    new_session = True
 
     def __init__(
         self,
@@ -30,45 +31,9 @@ class GroupWorker(Worker):
         bin_dir: Path = BIN,
         include: str = "tests.e2e_tasks",
     ) -> None:
-        super().__init__(log_path, env, queues, concurrency)
-        self.root = root
-        self.bin_dir = bin_dir
+        super().__init__(log_path, env, queues, concurrency, root=root, bin_dir=bin_dir)
         self.include = include
         self.frozen = False
-
-    def start(self, timeout: float = 60.0) -> GroupWorker:
-        argv = [
-            str(self.bin_dir / "celery"),
-            "-A",
-            "worker_app",
-            "worker",
-            "--include",
-            self.include,
-            "-Q",
-            self.queues,
-            "-n",
-            f"{self.name}@%h",
-            "--without-mingle",
-            "--without-gossip",
-            *(["--concurrency", str(self.concurrency)] if self.concurrency else []),
-        ]
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                argv,
-                cwd=self.root,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        process = self.process
-        wait_until(
-            lambda: " ready." in self.log() or process.poll() is not None,
-            timeout,
-            "the worker to be ready",
-        )
-        assert process.poll() is None, f"worker exited:\n{self.log()}"
-        return self
 
     def _signal_group(self, signum: int) -> None:
         assert self.process is not None

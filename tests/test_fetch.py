@@ -184,3 +184,16 @@ def test_an_empty_take_clears_wake_up_tokens_and_a_queue_without_acks_is_not_hel
     assert raw.exists(keys.WAKE + "q") == 0
     assert raw.hlen(keys.HELD) == raw.zcard(keys.HELD_INDEX) == 0
     assert jobs.store().get("r1") is None
+
+
+def test_script_and_python_agree_on_an_envelope_whose_text_is_not_utf8(
+    fetch: Fetch, raw: redis.Redis
+) -> None:
+    job_id = str(uuid.uuid4())
+    item = message(job_id, "q", note="caf\u00e9").replace(b"\\u00e9", b"\xe9")
+    raw.lpush("q", item)
+    taken = fetch(["q"], [[1]])
+    assert taken[0][1] == "held"
+    parsed = envelope.parse(taken[0][3])
+    assert envelope.job_id(parsed) == job_id
+    assert parsed["headers"]["note"] == "caf\udce9"  # the byte kept as it came

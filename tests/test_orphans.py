@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests import e2e_tasks
 from tests.conftest import Worker, child_env, wait_until
 from tests.test_periodic import Beat
 from worker_app import dlq, jobs, keys
@@ -42,9 +43,7 @@ def test_a_periodic_job_whose_message_was_removed_runs_again_at_a_later_slot(
             "a later slot to be skipped behind the lost one",
         )
         assert status(first) == "pending"
-        worker = Worker(
-            tmp_path / "worker.log", child_env(ASYNQ_VISIBILITY_TIMEOUT=LEASE)
-        ).start()
+        worker = Worker(tmp_path / "worker.log", child_env(ASYNQ_VISIBILITY_TIMEOUT=LEASE)).start()
         wait_until(lambda: redis_client.llen(name) >= 1, 90, "a later slot to run")
     finally:
         beat.stop()
@@ -70,10 +69,12 @@ def test_only_records_without_a_message_are_ended(
     waiting = enqueue("e2e.record", {"key": key, "value": 2}, queue="low")
     parked = enqueue("e2e.record", {"key": key, "value": 3}, countdown=600)
     redis_client.delete("critical")
-    env = child_env(ASYNQ_VISIBILITY_TIMEOUT=LEASE, ASYNQ_TASK_TIMEOUT="30s")
+    env = child_env(ASYNQ_VISIBILITY_TIMEOUT=LEASE)
     worker = Worker(tmp_path / "worker.log", env, queues="critical").start()
     try:
-        running = enqueue("e2e.sleepy", {"key": key, "seconds": 8.0}, queue="critical")
+        running = e2e_tasks.sleepy.apply_async(
+            (key, 8.0), queue="critical", time_limit=60, soft_time_limit=55
+        ).id
         wait_until(lambda: status(lost) == "failed", 60, "the lost job to be ended")
         wait_until(lambda: status(running) == "succeeded", 60, "the long job to finish")
     finally:

@@ -27,9 +27,7 @@ def seed(key: str) -> tuple[list[str], list[str], str]:
     """Waiting jobs on ``default`` (one with a priority, on its own list), parked ones, and one
     waiting on ``low``."""
     waiting = [enqueue("e2e.record", {"key": key, "value": n}) for n in range(3)]
-    waiting.append(
-        e2e_tasks.record.apply_async(kwargs={"key": key, "value": 9}, priority=9).id  # type: ignore[union-attr]
-    )
+    waiting.append(e2e_tasks.record.apply_async(kwargs={"key": key, "value": 9}, priority=9).id)
     parked = [enqueue("e2e.record", {"key": key, "value": n}, countdown=300) for n in range(2)]
     other = enqueue("e2e.record", {"key": key, "value": 0}, queue="low")
     return waiting, parked, other
@@ -58,7 +56,9 @@ def test_worker_app_purge_removes_waiting_and_parked_jobs_and_cancels_them(
         job = jobs.store().get(job_id)
         assert job is not None and job.status == "cancelled" and job.last_error == "purged"
     assert redis_client.llen("default") == redis_client.llen("default\x06\x169") == 0
-    parked_now = [m for m in redis_client.zrange(keys.DELAYED, 0, -1) if m.startswith("default")]
+    parked_now = [
+        m for m in redis_client.zrange(keys.DELAYED, 0, -1) if str(m).startswith("default")
+    ]
     assert parked_now == []
     assert status(other) == "pending"  # another queue is left alone
     assert redis_client.llen("low") >= 1

@@ -10,30 +10,13 @@ from __future__ import annotations
 
 import random
 import time
-from functools import lru_cache
-from typing import Any
 
 from worker_app import keys
+from worker_app.broker.registry import script
 from worker_app.redis_client import get_redis
 
 #: How long a job over the limit waits before it tries again, plus up to as much jitter.
 RECHECK = 0.5
-
-# KEYS: the slot set. ARGV: now, job id, limit, lease expiry. 1 when the job holds a slot.
-_ACQUIRE = """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
-if redis.call('ZSCORE', KEYS[1], ARGV[2]) or redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[3]) then
-  redis.call('ZADD', KEYS[1], ARGV[4], ARGV[2])
-  redis.call('PEXPIREAT', KEYS[1], math.ceil(tonumber(ARGV[4]) * 1000))
-  return 1
-end
-return 0
-"""
-
-
-@lru_cache(maxsize=1)
-def _script() -> Any:
-    return get_redis().register_script(_ACQUIRE)
 
 
 def slot_key(task_name: str, value: object) -> str:
@@ -43,7 +26,7 @@ def slot_key(task_name: str, value: object) -> str:
 def acquire(key: str, job_id: str, limit: int, lease: float) -> bool:
     """Take (or keep) a slot for ``job_id``; False when ``limit`` are taken."""
     now = time.time()
-    return bool(_script()(keys=[key], args=[now, job_id, limit, now + lease]))
+    return bool(script("concurrency")(get_redis(), [key], [now, job_id, limit, now + lease]))
 
 
 def release(key: str, job_id: str) -> None:

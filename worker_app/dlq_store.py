@@ -17,6 +17,7 @@ from typing import Any, Literal, get_args
 import redis
 
 from worker_app import keys
+from worker_app.broker.registry import script
 
 Reason = Literal[
     "retries_exhausted",
@@ -89,74 +90,6 @@ class Entry:
         return cls(**{k: v for k, v in data.items() if k in names})
 
 
-# Shared by the scripts: remove an entry's id from every filter index it is in.
-_UNINDEX = """
-local function unindex(prefix, id, raw)
-  local ok, e = pcall(cjson.decode, raw)
-  if not ok then return end
-  for _, pair in ipairs({{'task', 'task_name'}, {'reason', 'reason'}, {'queue', 'queue'},
-                         {'fingerprint', 'fingerprint'}}) do
-    local v = e[pair[2]]
-    if type(v) == 'string' then redis.call('ZREM', prefix .. 'by:' .. pair[1] .. ':' .. v, id) end
-  end
-end
-local function remove(prefix, id)
-  local key = prefix .. 'entry:' .. id
-  local raw = redis.call('GET', key)
-  if raw then unindex(prefix, id, raw) end
-  redis.call('DEL', key)
-  redis.call('ZREM', prefix .. 'index', id)
-  return raw
-end
-"""
-
-# ARGV: prefix, id, entry json, failed_at, retention cutoff, max size, then task, reason, queue,
-# fingerprint. Returns {trimmed by retention, trimmed by size}.
-_ADD = (
-    _UNINDEX
-    + """
-local prefix, id, raw, score = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local cutoff, max = tonumber(ARGV[5]), tonumber(ARGV[6])
-remove(prefix, id)
-redis.call('SET', prefix .. 'entry:' .. id, raw)
-redis.call('ZADD', prefix .. 'index', score, id)
-local dims = {'task', 'reason', 'queue', 'fingerprint'}
-for i, d in ipairs(dims) do
-  redis.call('ZADD', prefix .. 'by:' .. d .. ':' .. ARGV[6 + i], score, id)
-  redis.call('SADD', prefix .. 'values:' .. d, ARGV[6 + i])
-end
-local expired = redis.call('ZRANGEBYSCORE', prefix .. 'index', '-inf', '(' .. cutoff)
-for _, old in ipairs(expired) do remove(prefix, old) end
-local over = redis.call('ZCARD', prefix .. 'index') - max
-local oldest = {}
-if over > 0 then oldest = redis.call('ZRANGE', prefix .. 'index', 0, over - 1) end
-for _, old in ipairs(oldest) do remove(prefix, old) end
-local trimmed = #expired + #oldest
-if trimmed > 0 then redis.call('INCRBY', prefix .. 'trimmed', trimmed) end
-return {#expired, #oldest}
-"""
-)
-
-# ARGV: prefix, id, expected failed_at ('' for any). Removes the entry only if it is still the
-# one the caller read, so a job that failed again meanwhile keeps its new entry. Returns 1/0.
-_REMOVE = (
-    _UNINDEX
-    + """
-local prefix, id, expected = ARGV[1], ARGV[2], ARGV[3]
-local raw = redis.call('GET', prefix .. 'entry:' .. id)
-if not raw then return 0 end
-if expected ~= '' then
-  local ok, e = pcall(cjson.decode, raw)
-  if ok and string.format('%.6f', e['failed_at']) ~= expected then return 0 end
-end
-remove(prefix, id)
-return 1
-"""
-)
-
-PREFIX = keys.DLQ_INDEX.removesuffix("index")
-
-
 @dataclass(frozen=True)
 class Filter:
     """Which entries an operation applies to; every field given must match."""
@@ -192,24 +125,23 @@ class Store:
         self.client = client
         self.retention = retention_seconds
         self.max_size = max_size
-        self._add = client.register_script(_ADD)
-        self._remove = client.register_script(_REMOVE)
 
     def add(self, entry: Entry) -> tuple[int, int]:
         """Write ``entry`` (replacing one with the same task id); return what was trimmed
         as (by retention, by size)."""
         dims = [getattr(entry, name) or "" for name in DIMENSIONS.values()]
         cutoff = time.time() - self.retention
-        result = self._add(
-            args=[
-                PREFIX,
+        result = script("dlq_add")(
+            self.client,
+            [],
+            [
                 entry.task_id,
                 json.dumps(entry.to_dict(), default=str),
                 f"{entry.failed_at:.6f}",
                 cutoff,
                 self.max_size,
                 *dims,
-            ]
+            ],
         )
         return int(result[0]), int(result[1])
 
@@ -220,7 +152,7 @@ class Store:
     def remove(self, entry: Entry, *, only_if_unchanged: bool = True) -> bool:
         """Remove ``entry``; with ``only_if_unchanged`` only if it has not failed again since."""
         expected = f"{entry.failed_at:.6f}" if only_if_unchanged else ""
-        return bool(self._remove(args=[PREFIX, entry.task_id, expected]))
+        return bool(script("dlq_remove")(self.client, [], [entry.task_id, expected]))
 
     def count(self, flt: Filter | None = None) -> int:
         given = (flt or Filter()).given()

@@ -31,8 +31,8 @@ WAKE_CAP = 64
 #: Seconds an idle worker waits for a token before it looks at its lists anyway: the latency
 #: of a message from a producer that leaves no token (a plain Celery app).
 IDLE_WAIT = 1
-#: STRING, held by the one worker that searches for records left without a message (once per
-#: visibility timeout); expires with that period.
+#: STRING per visibility timeout (seconds, appended): held by the one worker that searches for
+#: records left without a message, once per timeout; expires with that period.
 ORPHAN_SEARCH = f"{PREFIX}:sweep:orphans"
 #: STRING per task id, Celery's Redis result backend's key (and pub/sub channel) of a result:
 #: written only for jobs whose producer is a plain Celery app, so its AsyncResult.get() returns.

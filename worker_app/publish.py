@@ -1,14 +1,14 @@
-"""The fast publish path behind ``enqueue`` and ``enqueue_many``: one pipelined round trip.
+"""The fast publish path behind ``enqueue`` and ``enqueue_many``.
 
-Celery's ``apply_async`` spends a few hundred microseconds of Python per message and sends the
-message and the job record as two round trips. Here each message is built with Celery's own
-protocol-2 builder and kombu's own envelope code, and the message and its record go to Redis in
-one pipeline: the same bytes on the queue, the same record, a fraction of the cost.
+Celery's ``apply_async`` spends a few hundred microseconds of Python per message before its
+publish reaches the broker's one publish call (worker_app.broker.publish). Here each message is
+built with Celery's own protocol-2 builder and kombu's own envelope code and handed to that same
+call: the same bytes on the queue, the same record, a fraction of the cost.
 
 ``enqueue`` (one job) still sends ``before_task_publish`` / ``after_task_publish``, so the
-job record, the ``published`` log line and the OpenTelemetry producer span happen as for
-``.delay()``. ``enqueue_many`` skips per-message signals: one log line per batch, the caller's
-trace context copied into each message, no Flower ``task-sent`` event. It builds the first
+``published`` log line and the OpenTelemetry producer span happen as for ``.delay()``.
+``enqueue_many`` skips per-message signals: one log line per batch, the caller's trace context
+copied into each message, no Flower ``task-sent`` event. It builds the first
 message with Celery's builder and the others from it (only the id, arguments, times and
 delivery tag differ), and sends each chunk of jobs with its records as one script call.
 """
@@ -47,7 +47,7 @@ from worker_app.broker.publish import (
     publish_batch,
     record_of,
 )
-from worker_app.broker.registry import pack_command, script
+from worker_app.broker.registry import script
 from worker_app.celery import PUBLISH_RETRY_POLICY, app
 from worker_app.config import get_settings
 from worker_app.errors import BrokerUnavailable, InvalidPayload
@@ -228,8 +228,8 @@ class _Sender:
         self.connection = self.pool.get_connection()
         return self
 
-    def send(self, *args: Any) -> None:
-        self.connection.send_packed_command([pack_command(*args)], check_health=False)
+    def send(self, command: bytes) -> None:
+        self.connection.send_packed_command([command], check_health=False)
         self.sent += 1
 
     def replies(self) -> list[Any]:
@@ -368,7 +368,7 @@ def enqueue_many(
                         template.key, target.name, queue_name, status, template.mode, rows
                     )
                     calls.append(call)
-                    sender.send("EVALSHA", *script("publish_batch").args(*call))
+                    sender.send(script("publish_batch").command(*call))
                 results = sender.replies()
                 # A call refused for want of the script did nothing at all: run it again.
                 for call, result in zip(calls, results, strict=True):

@@ -25,10 +25,11 @@ UNKNOWN_WEIGHT = 1
 
 
 class WeightedOrder:
-    """kombu queue-order strategy: the order of the queues for each fetch (one BRPOP).
+    """kombu queue-order strategy: the order of the queues for each fetch.
 
-    kombu's Redis channel asks :meth:`consume` for the queue order before every BRPOP, and
-    Redis pops from the first non-empty list in that order. Weighted mode draws a random
+    The worker's fetch (worker_app.broker.fetch) asks :meth:`consume` for the queue order of
+    every slot it fetches for, and the fetch script takes from the first non-empty list in that
+    order (each queue's priority lists in priority order). Weighted mode draws a random
     permutation in which a queue comes first with probability ``weight / total`` (Asynq's
     method), so busy queues share the worker in proportion to their weights and none starves.
     Strict mode always orders by weight, highest first: a lower queue is served only when the

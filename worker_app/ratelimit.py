@@ -10,24 +10,13 @@ from __future__ import annotations
 
 import re
 import time
-from functools import lru_cache
 
 from worker_app import keys
+from worker_app.broker.registry import script
 from worker_app.redis_client import get_redis
 
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|m|h)\s*$")
 _PER = {"s": 1.0, "m": 60.0, "h": 3600.0}
-
-# KEYS: the bucket. ARGV: now, seconds per token. Returns 0 when a token was taken, else the
-# seconds until one is due.
-_TAKE = """
-local now, interval = tonumber(ARGV[1]), tonumber(ARGV[2])
-local tat = tonumber(redis.call('GET', KEYS[1]) or ARGV[1])
-if tat < now then tat = now end
-if tat > now then return tostring(tat - now) end
-redis.call('SET', KEYS[1], tostring(tat + interval), 'PX', math.ceil(interval * 1000) + 1000)
-return '0'
-"""
 
 
 def parse_rate(text: str) -> float:
@@ -42,13 +31,7 @@ def parse_rate(text: str) -> float:
     return _PER[match.group(2)] / float(match.group(1))
 
 
-@lru_cache(maxsize=1)
-def _script() -> object:
-    return get_redis().register_script(_TAKE)
-
-
 def wait_for_token(task_name: str, rate: str) -> float:
     """Take a token for ``task_name``; return 0.0, or the seconds until one is due."""
-    script = _script()
-    waited = script(keys=[keys.RATE + task_name], args=[time.time(), parse_rate(rate)])  # type: ignore[operator]
-    return float(waited)
+    bucket = [keys.RATE + task_name]
+    return float(script("ratelimit")(get_redis(), bucket, [time.time(), parse_rate(rate)]))

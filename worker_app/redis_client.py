@@ -10,9 +10,9 @@ from redis.sentinel import Sentinel
 
 from worker_app.config import Settings, get_settings, sentinel_master
 
-# Fail fast instead of blocking forever on a half-open connection (celery #2906). BRPOP waits
-# at most 1 s on the server, so 10 s of silence means the connection is gone. Shared with the
-# broker connection (worker_app.celery).
+# Fail fast instead of blocking forever on a half-open connection (celery #2906). A worker's
+# blocking wait lasts at most 1 s on the server, so 10 s of silence means the connection is
+# gone. Shared with the broker connection (worker_app.celery).
 SOCKET_TIMEOUT = 10.0
 SOCKET_CONNECT_TIMEOUT = 5.0
 HEALTH_CHECK_INTERVAL = 25

@@ -2,7 +2,7 @@
 time limits are retried.
 
 A job that succeeded is marked so in the same call that releases its message (the worker's
-fetch script, worker_app.transport), so a success costs the pool process no round trip (one,
+fetch script, worker_app.broker.fetch), so a success costs the pool process no round trip (one,
 to keep the result, when the task returned something).
 When the pool kills an attempt for exceeding the hard time limit, vanilla Celery marks the job
 failed at once; here it is retried with the usual backoff and dead-lettered once retries run out.

@@ -188,8 +188,11 @@ class HeldSweeper(PeriodicThread):
         done = len(sweep(client, self.timeout))
         self.ticks += 1
         turn = max(1, int(self.timeout / self.period))
+        # One search per timeout among the workers that share it (a worker with a longer
+        # timeout, which searches only older records, never holds back one with a shorter).
+        turn_key = f"{keys.ORPHAN_SEARCH}:{int(self.timeout)}"
         if self.ticks % turn == 0 and client.set(
-            keys.ORPHAN_SEARCH, str(self.worker.hostname), nx=True, ex=max(1, int(self.timeout))
+            turn_key, str(self.worker.hostname), nx=True, ex=max(1, int(self.timeout))
         ):
             settings = get_settings()
             retention = int(settings.asynq_retention.total_seconds())

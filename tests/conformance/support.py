@@ -40,34 +40,7 @@ class ConformanceWorker(Worker):
     def ledger(self) -> str:
         return self.env[LEDGER_ENV]
 
-    def start(self, timeout: float = 60.0) -> ConformanceWorker:
-        argv = [
-            str(BIN / "celery"),
-            "-A",
-            "worker_app",
-            "worker",
-            "--include",
-            TASKS_MODULE,
-            "-Q",
-            self.queues,
-            "-n",
-            f"{self.name}@%h",
-            "--without-mingle",
-            "--without-gossip",
-            *(["--concurrency", str(self.concurrency)] if self.concurrency else []),
-        ]
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
-            )
-        process = self.process
-        wait_until(
-            lambda: " ready." in self.log() or process.poll() is not None,
-            timeout,
-            "the worker to be ready",
-        )
-        assert process.poll() is None, f"worker exited:\n{self.log()}"
-        return self
+    include = TASKS_MODULE
 
 
 def executions(client: redis.Redis, worker: ConformanceWorker) -> Counter[str]:

@@ -2,9 +2,10 @@
 
 kombu's Redis transport stores a message as a JSON object whose ``properties`` hold a
 ``delivery_info`` object and a string ``delivery_tag``. The fetch script (``fetch.lua``) holds
-an item as a message only when it is valid UTF-8, decodes as such an object, and has a non-empty
-string tag; anything else is held under a raw tag until it is dead-lettered. Python parses only
-what the script held, with the same rule, so the two never disagree on an item.
+an item as a message only when it decodes as such an object with a non-empty string tag;
+anything else is held under a raw tag until it is dead-lettered. Python applies the same rule
+to what the script held, and reads strings as the script does, byte for byte: bytes that are
+not UTF-8 are kept (as surrogate escapes), never a reason to refuse what the script accepted.
 """
 
 from __future__ import annotations
@@ -27,10 +28,11 @@ def parse(item: bytes | str) -> dict[str, Any]:
     """The envelope ``item`` holds.
 
     Raises:
-        ValueError: not UTF-8 or not JSON (``UnicodeDecodeError``, ``JSONDecodeError``), or
-            :class:`MalformedEnvelope`: not shaped as a kombu envelope.
+        ValueError: not JSON (``JSONDecodeError``), or :class:`MalformedEnvelope`: not shaped
+            as a kombu envelope.
     """
-    payload: Any = json.loads(item)
+    text = item.decode("utf-8", "surrogateescape") if isinstance(item, bytes) else item
+    payload: Any = json.loads(text)
     properties = payload.get("properties") if isinstance(payload, dict) else None
     if not isinstance(properties, dict) or not isinstance(properties.get("delivery_info"), dict):
         raise MalformedEnvelope("not a kombu message envelope (no properties.delivery_info)")

@@ -39,7 +39,14 @@ from redis.exceptions import NoScriptError
 
 from worker_app import keys
 from worker_app.broker import envelope
-from worker_app.broker.registry import load_all, pack_command, script
+from worker_app.broker.registry import (
+    join_packed,
+    load_all,
+    pack_args,
+    pack_command,
+    run_packed,
+    script,
+)
 from worker_app.config import get_settings
 
 logger = logging.getLogger(__name__)
@@ -138,14 +145,15 @@ class FetchingChannel:
         self.call_fetch([], 0, acks)
 
     def call_fetch(self: Any, queues: list[str], slots: int, acks: list[Ack]) -> list[Any]:
-        """The fetch script, called and answered at once (not on the polling connection)."""
-        command = self._fetch_args(queues, slots, acks)
+        """The fetch script, called and answered at once (not on the polling connection), for
+        ``queues`` in the order given."""
+        command = self._fetch_command(queues, slots, acks, ordered=True)
         with self.conn_or_acquire() as client:
             try:
-                reply: list[Any] = client.execute_command(*command)
+                reply: list[Any] = run_packed(client, command)
             except NoScriptError:
                 load_all(client)
-                reply = client.execute_command(*command)
+                reply = run_packed(client, command)
         return reply
 
     # The command in flight ---------------------------------------------------------------------
@@ -165,7 +173,7 @@ class FetchingChannel:
 
     def _send_wait(self: Any, queues: list[str]) -> None:
         tokens = [keys.WAKE + name for queue in queues for name in envelope.lists_of(queue)]
-        self._send(Phase.WAITING, "BLPOP", *tokens, keys.IDLE_WAIT)
+        self._send(Phase.WAITING, pack_command("BLPOP", *tokens, keys.IDLE_WAIT))
 
     def _send_fetch(self: Any, queues: list[str]) -> None:
         slots = self.qos.can_consume_max_estimate() or 1
@@ -175,22 +183,27 @@ class FetchingChannel:
         self._acks_in_flight = list(acks)
         acks.clear()
         self._fetch_queues = queues
-        self._send(Phase.FETCHING, *self._fetch_args(queues, slots, self._acks_in_flight))
+        self._send(Phase.FETCHING, self._fetch_command(queues, slots, self._acks_in_flight))
 
-    def _send(self: Any, phase: Phase, *command: Any) -> None:
+    def _send(self: Any, phase: Phase, command: bytes) -> None:
         connection = self.client.connection
         self._in_poll = connection
         self._brpop_sent_at = time.monotonic()
         self.phase = phase
-        connection.send_packed_command([pack_command(*command)])
+        connection.send_packed_command([command])
 
-    def _fetch_args(self: Any, queues: list[str], slots: int, acks: list[Ack]) -> list[Any]:
+    def _fetch_command(
+        self: Any, queues: list[str], slots: int, acks: list[Ack], ordered: bool = False
+    ) -> bytes:
+        """The fetch command: each slot tries ``queues`` in the weighted order of the queue
+        cycle (the consumed queues), or in the order given when ``ordered``."""
         heads: dict[tuple[str, ...], Any] = self.__dict__.setdefault("_fetch_heads", {})
         cached = heads.get(tuple(queues))
         if cached is None:
             noack = self._noack
             lists = [name for queue in queues for name in envelope.lists_of(queue)]
-            head = ["EVALSHA", *script("fetch").args(lists, [])]
+            command = ["EVALSHA", *script("fetch").args(lists, [])]
+            packed = (len(command), pack_args(*command))
             tail = [
                 len(queues),
                 len(envelope.PRIORITY_STEPS),
@@ -198,17 +211,18 @@ class FetchingChannel:
                 *("0" if queue in noack else "1" for queue in queues),
             ]
             position = {queue: n for n, queue in enumerate(queues, 1)}
-            cached = heads[tuple(queues)] = (head, tail, position)
-        head, tail, position = cached
+            cached = heads[tuple(queues)] = (packed, tail, position)
+        (count, prefix), tail, position = cached
         now = time.time()
-        args = [*head, now, _iso(now), self.worker_name, _retention(), tail[0], tail[1]]
+        args = [now, _iso(now), self.worker_name, _retention(), tail[0], tail[1]]
         args += [slots, len(acks), *tail[2:]]
         consume = self._queue_cycle.consume
         for _ in range(slots):
-            args += [position[queue] for queue in consume(len(queues))]
+            order = queues if ordered else consume(len(queues))
+            args += [position[queue] for queue in order]
         for ack in acks:
             args += ack
-        return args
+        return join_packed(count, prefix, args)
 
     def _can_wait(self: Any) -> bool:
         """Whether a fetch for one slot can wait for a second one (one call for two jobs): a

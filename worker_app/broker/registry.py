@@ -1,4 +1,4 @@
-"""The Lua scripts of the broker, loaded from ``scripts/*.lua`` through one registry.
+"""The product's Lua scripts, loaded from ``scripts/*.lua`` through one registry.
 
 Every script receives the same leading keys (:data:`SCRIPT_KEYS`, from :mod:`worker_app.keys`)
 as ``KEYS[1..NK]``, named in a prelude the registry writes (``K.job``, ``K.held``, ...), so no
@@ -18,7 +18,8 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from redis.exceptions import NoScriptError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, ResponseError
 
 from worker_app import keys
 
@@ -36,6 +37,11 @@ SCRIPT_KEYS: dict[str, str] = {
     "delayed": keys.DELAYED,
     "wake": keys.WAKE,
     "celery_result": keys.CELERY_RESULT,
+    "dlq_entry": keys.DLQ_ENTRY,
+    "dlq_index": keys.DLQ_INDEX,
+    "dlq_by": keys.DLQ_BY,
+    "dlq_values": keys.DLQ_VALUES,
+    "dlq_trimmed": keys.DLQ_TRIMMED,
 }
 #: Header names and tag prefixes the scripts read, by the name they use.
 SCRIPT_NAMES: dict[str, str] = {
@@ -87,14 +93,45 @@ class Script:
         """The arguments of ``EVALSHA`` for this script with ``own_keys`` and ``args``."""
         return [self.sha, len(_FIXED) + len(own_keys), *_FIXED, *own_keys, *args]
 
+    def command(self, own_keys: list[str], args: list[Any]) -> bytes:
+        """The whole ``EVALSHA`` command, packed (the leading keys are packed once)."""
+        head = pack_args(b"EVALSHA", self.sha, len(_FIXED) + len(own_keys))
+        return join_packed(3 + len(_FIXED), head + _FIXED_PACKED, [*own_keys, *args])
+
     def __call__(self, client: Any, own_keys: list[str] | None = None, args: Any = ()) -> Any:
         """Run the script; after ``NOSCRIPT`` load every script and run it again once."""
-        call = self.args(own_keys or [], list(args))
+        command = self.command(own_keys or [], list(args))
         try:
-            return client.evalsha(*call)
+            return run_packed(client, command)
         except NoScriptError:
             load_all(client)
-            return client.evalsha(*call)
+            return run_packed(client, command)
+
+
+def run_packed(client: Any, command: bytes) -> Any:
+    """Send a packed command on a connection of ``client``'s pool and read its reply.
+
+    One attempt: a script changes data, so a command whose reply was lost is never sent again
+    here (redis-py's retry would). Only a send that failed on a connection gone stale while it
+    sat in the pool is tried once more, on a new connection.
+    """
+    pool = client.connection_pool
+    connection = pool.get_connection()
+    try:
+        try:
+            connection.send_packed_command([command])
+        except (RedisConnectionError, OSError):
+            connection.disconnect()
+            connection.send_packed_command([command])
+        try:
+            return connection.read_response()
+        except ResponseError:
+            raise
+        except BaseException:
+            connection.disconnect()
+            raise
+    finally:
+        pool.release(connection)
 
 
 @cache
@@ -103,7 +140,7 @@ def script(name: str) -> Script:
     return Script(name)
 
 
-#: Every script of the broker (``records`` is a library, never run alone).
+#: Every script of the product (``records`` and ``dlq`` are libraries, never run alone).
 NAMES = (
     "publish",
     "publish_batch",
@@ -117,14 +154,18 @@ NAMES = (
     "purge",
     "presence",
     "orphan",
+    "dlq_add",
+    "dlq_remove",
+    "concurrency",
+    "ratelimit",
 )
 
 
-def pack_command(*args: Any) -> bytes:
-    """One command in Redis's protocol, as redis-py would send it (strings as UTF-8, floats by
+def pack_args(*args: Any) -> bytes:
+    """Arguments in Redis's protocol, as redis-py would send them (strings as UTF-8, floats by
     ``repr``, other values by ``str``), in a fraction of its time for commands with many
-    arguments (the fetch has one per queue list, slot and ack)."""
-    out = [b"*%d\r\n" % len(args)]
+    arguments (the fetch has one per queue list, slot and ack); without the count header."""
+    out: list[bytes] = []
     for arg in args:
         if isinstance(arg, bytes):
             data = arg
@@ -138,7 +179,20 @@ def pack_command(*args: Any) -> bytes:
     return b"".join(out)
 
 
+def pack_command(*args: Any) -> bytes:
+    """One whole command in Redis's protocol (see :func:`pack_args`)."""
+    return b"*%d\r\n" % len(args) + pack_args(*args)
+
+
+def join_packed(count: int, packed: bytes, rest: list[Any]) -> bytes:
+    """A command of ``count`` arguments already packed in ``packed``, followed by ``rest``."""
+    return b"*%d\r\n" % (count + len(rest)) + packed + pack_args(*rest)
+
+
 def load_all(client: Any) -> None:
     """Load every script into the server's cache (after a restart or failover emptied it)."""
     for name in NAMES:
         client.script_load(script(name).source)
+
+
+_FIXED_PACKED = pack_args(*_FIXED)

@@ -33,26 +33,9 @@ if nacks > 0 then
   if #raws > 0 then redis.call('HDEL', K.held_raw, unpack(raws)) end
 end
 
-local function valid_utf8(s)
-  if not string.find(s, '[\128-\255]') then return true end
-  local i, n = 1, #s
-  while i <= n do
-    local c = string.byte(s, i)
-    local len = c < 0x80 and 1 or (c >= 0xC2 and c < 0xE0) and 2 or (c >= 0xE0 and c < 0xF0) and 3
-      or (c >= 0xF0 and c < 0xF5) and 4 or 0
-    if len == 0 or i + len - 1 > n then return false end
-    for j = i + 1, i + len - 1 do
-      local d = string.byte(s, j)
-      if d < 0x80 or d > 0xBF then return false end
-    end
-    i = i + len
-  end
-  return true
-end
-
 -- The one rule of what a message envelope is (worker_app.broker.envelope says the same).
+-- Strings are taken as bytes: text that is not valid UTF-8 does not make an envelope bad.
 local function envelope(item)
-  if not valid_utf8(item) then return nil end
   local ok, msg = pcall(cjson.decode, item)
   if not ok or type(msg) ~= 'table' then return nil end
   local props = msg.properties
@@ -85,15 +68,15 @@ end
 
 local out = {0}
 local lmpop = (tonumber(redis.REDIS_VERSION_NUM) or 0) >= 0x070000
+local owner = {}
+for q = 1, nq do
+  for p = 1, steps do owner[KEYS[NK + (q - 1) * steps + p]] = q end
+end
 for s = 0, slots - 1 do
-  local lists, owner = {}, {}
+  local lists = {}
   for i = 1, nq do
-    local q = tonumber(ARGV[orders_at + s * nq + i])
-    for p = 1, steps do
-      local list = KEYS[NK + (q - 1) * steps + p]
-      lists[#lists + 1] = list
-      owner[list] = q
-    end
+    local first = NK + (tonumber(ARGV[orders_at + s * nq + i]) - 1) * steps
+    for p = 1, steps do lists[#lists + 1] = KEYS[first + p] end
   end
   local list, item
   if lmpop then

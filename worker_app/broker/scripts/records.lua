@@ -86,14 +86,14 @@ local CELERY_STATES = {succeeded = 'SUCCESS', failed = 'FAILURE', cancelled = 'R
 -- not exist is not created. Returns the status before.
 local function finish_record(id, status, now, now_iso, retention, fields)
   local key = K.job .. id
-  local old, created, origin, result, err = unpack(redis.call('HMGET', key, 'status',
-    'created_at', 'origin', 'result', 'last_error'))
+  local old, created, origin = unpack(redis.call('HMGET', key, 'status', 'created_at', 'origin'))
   if not old then return '' end
   redis.call('HSET', key, 'status', status, 'updated_at', now, 'finished_at', now)
   if fields and #fields > 0 then redis.call('HSET', key, unpack(fields)) end
   move(id, old, status, created)
   redis.call('EXPIRE', key, retention)
   if origin == 'celery' then
+    local result, err = unpack(redis.call('HMGET', key, 'result', 'last_error'))
     for i = 1, #(fields or {}), 2 do
       if fields[i] == 'last_error' then err = fields[i + 1] end
     end
@@ -120,13 +120,14 @@ local function requeue_record(id, now)
   move(id, old, 'pending', created)
 end
 
-local B64 = {}
-do
-  local chars = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/'
-  for i = 1, 64 do B64[string.byte(chars, i)] = i - 1 end
-end
+local B64
 
 local function b64decode(text)
+  if not B64 then  -- built on first use: most calls never decode a body
+    B64 = {}
+    local chars = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/'
+    for i = 1, 64 do B64[string.byte(chars, i)] = i - 1 end
+  end
   local out, bits, nbits = {}, 0, 0
   for i = 1, #text do
     local v = B64[string.byte(text, i)]
