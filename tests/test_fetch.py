@@ -39,7 +39,7 @@ def fetch(request: pytest.FixtureRequest, raw: redis.Redis) -> Fetch:
     def call(
         queues: list[str],
         orders: list[list[int]],
-        acks: list[tuple[str, str]] = (),  # type: ignore[assignment]
+        acks: list[tuple[str, str, str]] = (),  # type: ignore[assignment]
         hold: list[str] | None = None,
     ) -> list[list[Any]]:
         lists = [name for queue in queues for name in envelope.lists_of(queue)]
@@ -132,22 +132,28 @@ def test_a_cancelled_job_is_dropped_and_items_that_are_no_message_are_held_raw(
     assert raw.hlen(keys.HELD) == 0
 
 
-def test_acks_release_their_messages_and_end_the_jobs_that_succeeded(
+def test_acks_release_their_messages_and_end_the_jobs_as_they_ended(
     fetch: Fetch, raw: redis.Redis
 ) -> None:
-    done, failed = str(uuid.uuid4()), str(uuid.uuid4())
-    for job_id in (done, failed):
+    done, retried, ignored = str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4())
+    for job_id in (done, retried, ignored):
         record(job_id, "q")
         raw.lpush("q", message(job_id, "q"))
-    taken = fetch(["q"], [[1], [1]])
+    taken = fetch(["q"], [[1], [1], [1]])
     raw.lpush("q", b"junk")
     junk = fetch(["q"], [[1]])
-    acks = [(taken[0][2], done), (taken[1][2], ""), (junk[0][2], "")]
+    acks = [
+        (taken[0][2], done, "succeeded"),
+        (taken[1][2], retried, ""),  # its record moved on already (a retry, a failure)
+        (taken[2][2], ignored, "ended"),  # Ignore or Reject: an active record ends failed
+        (junk[0][2], "", ""),
+    ]
     assert fetch(["q"], [], acks) == []
     assert raw.hlen(keys.HELD) == raw.hlen(keys.HELD_RAW) == raw.zcard(keys.HELD_INDEX) == 0
     assert status(raw, done) == "succeeded"
     assert raw.ttl(keys.JOB + done) > 0
-    assert status(raw, failed) == "active"  # its failure is recorded by the failure path
+    assert status(raw, retried) == "active"
+    assert status(raw, ignored) == "failed"
 
 
 def test_a_message_without_a_record_gets_one_marked_as_a_plain_celery_job(
@@ -168,7 +174,7 @@ def test_a_message_without_a_record_gets_one_marked_as_a_plain_celery_job(
     assert raw.hget(keys.JOB + job_id, "origin") == b"celery"
     # Its success is also stored where Celery's Redis result backend reads it.
     raw.hset(keys.JOB + job_id, "result", "3")
-    fetch(["q"], [], [(taken[0][2], job_id)])
+    fetch(["q"], [], [(taken[0][2], job_id, "succeeded")])
     meta = json.loads(raw.get(keys.CELERY_RESULT + job_id) or b"{}")
     assert (meta["status"], meta["result"], meta["task_id"]) == ("SUCCESS", 3, job_id)
 
@@ -197,3 +203,27 @@ def test_script_and_python_agree_on_an_envelope_whose_text_is_not_utf8(
     parsed = envelope.parse(taken[0][3])
     assert envelope.job_id(parsed) == job_id
     assert parsed["headers"]["note"] == "caf\udce9"  # the byte kept as it came
+
+
+def test_a_plain_celery_message_with_an_eta_gets_a_scheduled_record(
+    fetch: Fetch, raw: redis.Redis
+) -> None:
+    job_id = str(uuid.uuid4())
+    raw.lpush("q", message(job_id, "q", task="foreign.later", eta="2030-01-01T00:00:00+00:00"))
+    assert fetch(["q"], [[1]])[0][1] == "held"
+    assert status(raw, job_id) == "scheduled"
+    assert raw.hget(keys.JOB + job_id, "origin") == b"celery"
+
+
+def test_a_message_the_script_cannot_record_is_held_raw_not_dropped(
+    fetch: Fetch, raw: redis.Redis
+) -> None:
+    """cjson reads NaN but cannot write it back: the record's payload step fails."""
+    job_id = str(uuid.uuid4())
+    item = json.loads(message(job_id, "q", task="foreign.nan"))
+    item["body"] = __import__("base64").b64encode(b"[[NaN], {}, {}]").decode()
+    item["properties"]["body_encoding"] = "base64"
+    raw.lpush("q", json.dumps(item))
+    taken = fetch(["q"], [[1]])
+    assert taken[0][1] in ("held", "bad")
+    assert raw.hlen(keys.HELD) + raw.hlen(keys.HELD_RAW) == 1

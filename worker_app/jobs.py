@@ -19,7 +19,6 @@ import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, Literal, get_args
 
@@ -28,7 +27,7 @@ from celery import current_task
 
 from worker_app import keys
 from worker_app.broker.publish import Record
-from worker_app.broker.registry import script
+from worker_app.broker.registry import now_iso, script
 from worker_app.config import get_settings
 from worker_app.errors import Cancelled
 from worker_app.redis_client import get_redis
@@ -162,7 +161,7 @@ class JobStore:
         """End the job with ``status``; ``fields`` are stored in its record too."""
         pairs = [item for pair in fields.items() for item in pair]
         now = time.time()
-        args = [job_id, status, now, _iso(now), self.retention, *pairs]
+        args = [job_id, status, now, now_iso(now), self.retention, *pairs]
         return _text(script("finish")(self.client, [], args))
 
     def keep_result(self, job_id: str, result: str) -> None:
@@ -172,7 +171,7 @@ class JobStore:
     def cancel(self, job_id: str, reason: str = "cancelled") -> str:
         """Cancel the job; returns its status before (see ``cancel.lua``)."""
         now = time.time()
-        args = [job_id, now, _iso(now), self.retention, reason]
+        args = [job_id, now, now_iso(now), self.retention, reason]
         return _text(script("cancel")(self.client, [], args))
 
     def note_error(self, job_id: str, error: str) -> None:
@@ -241,10 +240,6 @@ class JobStore:
             if stale:  # their records expired: drop them from the index listed
                 self.client.zrem(index, *stale)
             after, top = rows[-1][0], rows[-1][1]
-
-
-def _iso(now: float) -> str:
-    return datetime.fromtimestamp(now, UTC).isoformat()
 
 
 def _text(value: Any) -> str:

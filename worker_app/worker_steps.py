@@ -182,6 +182,8 @@ class HeldSweeper(PeriodicThread):
         self.timeout = get_settings().asynq_visibility_timeout.total_seconds()
         self.period = max(0.5, self.timeout / RESTORE_SWEEPS_PER_TIMEOUT)
         self.ticks = 0
+        #: Where the search for records without a message goes on, per status.
+        self.cursors: dict[str, float] = {}
 
     def tick(self) -> int:
         client = get_redis()
@@ -196,7 +198,8 @@ class HeldSweeper(PeriodicThread):
         ):
             settings = get_settings()
             retention = int(settings.asynq_retention.total_seconds())
-            for orphan in orphans(client, settings.queue_names, self.timeout):
+            found = orphans(client, settings.queue_names, self.timeout, self.cursors)
+            for orphan in found:
                 if end_orphan(client, orphan, retention, LOST):
                     dead_letter_lost(orphan.job_id)
                     done += 1

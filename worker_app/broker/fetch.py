@@ -29,25 +29,24 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
-from functools import cache
 from queue import Empty
 from typing import Any
 
 from kombu.asynchronous import get_event_loop
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from worker_app import keys
 from worker_app.broker import envelope
 from worker_app.broker.registry import (
     join_packed,
     load_all,
+    now_iso,
     pack_args,
     pack_command,
+    retention,
     run_packed,
     script,
 )
-from worker_app.config import get_settings
 
 logger = logging.getLogger(__name__)
 
@@ -55,9 +54,13 @@ logger = logging.getLogger(__name__)
 FETCH_BATCH = 2
 #: Longest an ack waits in memory for the next fetch to carry it.
 ACK_HOLD = 0.005
+#: Seconds before a fetch that Redis refused (BUSY, OOM, READONLY) is tried again.
+RETRY_AFTER = 0.5
 
-#: A delivery to release: its tag, and the id of its job if it succeeded ('' otherwise).
-Ack = tuple[str, str]
+#: A delivery to release: its tag, its job's id, and how the job ended: 'succeeded', 'ended'
+#: (without a result or a recorded failure: a record still active ends failed), or '' (nothing
+#: to record: not a job, or its record has moved on already).
+Ack = tuple[str, str, str]
 #: Dead-letters an item taken off ``queue`` that is no message; True once it is stored.
 BadItemHandler = Callable[[bytes, str, Exception], bool]
 
@@ -83,6 +86,9 @@ class FetchingChannel:
     phase = Phase.READY
     #: The lists may hold messages: fetch rather than wait.
     more = True
+    #: No fetch before this (monotonic): Redis refused the last one.
+    _retry_at = 0.0
+    _acks_in_flight: list[Ack] = []
     #: Messages being delivered were held by the fetch script already.
     delivering_held = False
     _loop_thread: int | None = None
@@ -176,6 +182,8 @@ class FetchingChannel:
         self._send(Phase.WAITING, pack_command("BLPOP", *tokens, keys.IDLE_WAIT))
 
     def _send_fetch(self: Any, queues: list[str]) -> None:
+        if time.monotonic() < self._retry_at:
+            return  # Redis refused the last fetch: let it recover (a timer wakes the loop)
         slots = self.qos.can_consume_max_estimate() or 1
         if slots < FETCH_BATCH and self.more and self._can_wait():
             return  # fetch for two slots once the next one frees, or the oldest ack is due
@@ -183,24 +191,35 @@ class FetchingChannel:
         self._acks_in_flight = list(acks)
         acks.clear()
         self._fetch_queues = queues
-        self._send(Phase.FETCHING, self._fetch_command(queues, slots, self._acks_in_flight))
+        try:
+            self._send(Phase.FETCHING, self._fetch_command(queues, slots, self._acks_in_flight))
+        except BaseException:
+            self._return_acks()
+            raise
+
+    def _return_acks(self: Any) -> None:
+        """Acks carried by a fetch that did not happen wait for the next one (they are
+        idempotent: one sent twice releases nothing twice)."""
+        acks, self._acks_in_flight = self._acks_in_flight, []
+        self.pending_acks[:0] = acks
 
     def _send(self: Any, phase: Phase, command: bytes) -> None:
         connection = self.client.connection
+        connection.send_packed_command([command])
         self._in_poll = connection
         self._brpop_sent_at = time.monotonic()
         self.phase = phase
-        connection.send_packed_command([command])
 
     def _fetch_command(
         self: Any, queues: list[str], slots: int, acks: list[Ack], ordered: bool = False
     ) -> bytes:
         """The fetch command: each slot tries ``queues`` in the weighted order of the queue
         cycle (the consumed queues), or in the order given when ``ordered``."""
-        heads: dict[tuple[str, ...], Any] = self.__dict__.setdefault("_fetch_heads", {})
-        cached = heads.get(tuple(queues))
+        heads: dict[tuple[Any, ...], Any] = self.__dict__.setdefault("_fetch_heads", {})
+        noack = self._noack
+        key = (*queues, *(queue in noack for queue in queues))
+        cached = heads.get(key)
         if cached is None:
-            noack = self._noack
             lists = [name for queue in queues for name in envelope.lists_of(queue)]
             command = ["EVALSHA", *script("fetch").args(lists, [])]
             packed = (len(command), pack_args(*command))
@@ -211,10 +230,10 @@ class FetchingChannel:
                 *("0" if queue in noack else "1" for queue in queues),
             ]
             position = {queue: n for n, queue in enumerate(queues, 1)}
-            cached = heads[tuple(queues)] = (packed, tail, position)
+            cached = heads[key] = (packed, tail, position)
         (count, prefix), tail, position = cached
         now = time.time()
-        args = [now, _iso(now), self.worker_name, _retention(), tail[0], tail[1]]
+        args = [now, now_iso(now), self.worker_name, retention(), tail[0], tail[1]]
         args += [slots, len(acks), *tail[2:]]
         consume = self._queue_cycle.consume
         for _ in range(slots):
@@ -251,34 +270,47 @@ class FetchingChannel:
         phase, self.phase = self.phase, Phase.READY
         if phase is Phase.READY:
             return bool(super()._brpop_read(**options))  # type: ignore[misc]
-        acks: list[Ack] = []
-        if phase is Phase.FETCHING:
-            acks, self._acks_in_flight = self._acks_in_flight, []
         command = "EVALSHA" if phase is Phase.FETCHING else "BLPOP"
         try:
             try:
                 reply = self.client.parse_response(self.client.connection, command, **options)
             except self.connection_errors:
                 self.client.connection.disconnect()
-                self.pending_acks[:0] = acks
                 raise
-            except NoScriptError:
-                # The server lost its scripts (a restart, a failover): the call did nothing.
-                self.pending_acks[:0] = acks
-                with self.conn_or_acquire() as client:
-                    load_all(client)
-                raise Empty() from None
+        except NoScriptError:
+            # The server lost its scripts (a restart, a failover): the call did nothing.
+            self._return_acks()
+            with self.conn_or_acquire() as client:
+                load_all(client)
+            raise Empty() from None
+        except ResponseError as exc:
+            # BUSY, OOM, READONLY...: the call did nothing; look again a little later.
+            self._return_acks()
+            self._back_off(exc)
+            raise Empty() from None
+        except BaseException:
+            self._return_acks()
+            raise
         finally:
             self._in_poll = None
             self._flush_brpop_reauth()
         if phase is Phase.WAITING:
             self.more = True  # a token, or the wait ran out: look
             raise Empty()
+        self._acks_in_flight = []
         self.more = not int(reply[0])
         if len(reply) == 1:
             raise Empty()
         self._deliver_batch(self._fetch_queues, reply)
         return True
+
+    def _back_off(self: Any, exc: Exception) -> None:
+        logger.warning("fetch refused by Redis (%s); trying again in %.1fs", exc, RETRY_AFTER)
+        self._retry_at = time.monotonic() + RETRY_AFTER
+        self.more = True
+        loop = get_event_loop()
+        if loop is not None:
+            loop.call_later(RETRY_AFTER, self._wake)
 
     def _deliver_batch(self: Any, queues: list[str], reply: list[Any]) -> None:
         """Deliver what the fetch script took; dead-letter what is no message; log the rest."""
@@ -292,10 +324,11 @@ class FetchingChannel:
                 _log_not_run(item, verdict)
                 continue
             error: Exception = envelope.MalformedEnvelope("not a kombu message envelope")
+            payload: dict[str, Any] | None = None
             try:
-                payload: dict[str, Any] | None = envelope.parse(item)
-            except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, MalformedEnvelope
-                payload, error = None, exc
+                payload = envelope.parse(item)
+            except Exception as exc:  # noqa: BLE001 - JSON errors, deep nesting: kept raw
+                error = exc
             if verdict == "bad":  # the script's rule is the one that counts
                 payload = None
             if payload is None:
@@ -326,26 +359,17 @@ class FetchingChannel:
         if not handler:
             logger.error("an item of %s is no message (%s); kept held", queue, exc)
         if stored and tag:
-            self.add_ack((tag, ""))
+            self.add_ack((tag, "", ""))
             self.more = True  # a fetch will carry the release
 
 
 def _log_not_run(item: bytes, verdict: str) -> None:
     try:
         headers = envelope.parse(item).get("headers") or {}
-    except envelope.MalformedEnvelope:
+    except Exception:  # noqa: BLE001 - only for the log line
         headers = {}
     what = f"{headers.get('task', '?')}[{headers.get('id', '?')}]"
     if verdict == "cancelled":
         logger.info("%s not run: the job was cancelled before it started", what)
     else:
         logger.info("%s duplicate delivery, not run", what)
-
-
-@cache
-def _retention() -> int:
-    return int(max(1, get_settings().asynq_retention.total_seconds()))
-
-
-def _iso(now: float) -> str:
-    return datetime.fromtimestamp(now, UTC).isoformat()

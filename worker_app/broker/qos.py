@@ -46,29 +46,43 @@ class QoS(kombu_redis.QoS):
 
     def ack(self, delivery_tag: Any) -> None:
         channel: Any = self.channel
-        message = (self._delivered or {}).get(delivery_tag)
-        ack = (str(delivery_tag), str(getattr(message, "job_succeeded", "") or ""))
+        ack = self._ack_of(delivery_tag, "ended")
+        _virtual_ack(self, delivery_tag)
         if not channel.ack_later():  # released now, in a call of its own
-            channel.release([ack])
-            _virtual_ack(self, delivery_tag)
+            self._release_now(ack)
             return
         channel.add_ack(ack)
-        _virtual_ack(self, delivery_tag)
         if not self.can_consume():  # no fetch will come to carry it
-            channel.flush_acks()
+            self._flush_acks()
 
     def reject(self, delivery_tag: Any, requeue: bool = False) -> None:
         if requeue:
             self.restore_by_tag(delivery_tag, leftmost=True)
             _virtual_ack(self, delivery_tag)
         else:
-            self.ack_without_success(delivery_tag)
+            ack = self._ack_of(delivery_tag, "ended")
+            _virtual_ack(self, delivery_tag)
+            self._release_now(ack)
 
-    def ack_without_success(self, delivery_tag: Any) -> None:
-        """Release a delivery whose job ended otherwise than in success."""
+    def _ack_of(self, delivery_tag: Any, otherwise: str) -> tuple[str, str, str]:
+        """The ack of a delivery: 'succeeded' when its task said so, else ``otherwise``."""
+        message = (self._delivered or {}).get(delivery_tag)
+        succeeded = getattr(message, "job_succeeded", "")
+        if succeeded:
+            return str(delivery_tag), str(succeeded), "succeeded"
+        headers = getattr(message, "headers", None) or {}
+        job_id = headers.get("id") if isinstance(headers, dict) else None
+        if not isinstance(job_id, str):
+            return str(delivery_tag), "", ""
+        return str(delivery_tag), job_id, otherwise
+
+    def _release_now(self, ack: tuple[str, str, str]) -> None:
         channel: Any = self.channel
-        channel.release([(str(delivery_tag), "")])
-        _virtual_ack(self, delivery_tag)
+        try:
+            channel.release([ack])
+        except Exception as exc:  # noqa: BLE001 - the next fetch carries it
+            logger.warning("ack of %s deferred to the next fetch: %s", ack[0], exc)
+            channel.add_ack(ack)
 
     def restore_by_tag(self, tag: Any, client: Any = None, leftmost: bool = False) -> Any:
         with self.channel.conn_or_acquire(client) as conn:  # type: ignore[attr-defined]

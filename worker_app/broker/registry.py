@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import hashlib
 import re
+from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from worker_app import keys
+from worker_app.config import get_settings
 
 #: The keys every script receives first, in this order, by the name the scripts use.
 SCRIPT_KEYS: dict[str, str] = {
@@ -62,7 +65,9 @@ def _lua_table(values: dict[str, str], index: bool) -> str:
 
 
 def _lua_string(value: str) -> str:
-    return '"' + "".join(f"\\{ord(c)}" if not c.isalnum() else c for c in value) + '"'
+    """A Lua string literal of ``value`` (its UTF-8 bytes, each escaped unless alphanumeric)."""
+    escaped = "".join(chr(b) if chr(b).isalnum() else f"\\{b:03d}" for b in value.encode())
+    return f'"{escaped}"'
 
 
 def _read(name: str) -> str:
@@ -88,6 +93,8 @@ class Script:
         self.name = name
         self.source = _source(name)
         self.sha = hashlib.sha1(self.source.encode()).hexdigest()
+        #: Running it twice has the effect of once: a call whose reply was lost is sent again.
+        self.idempotent = name in IDEMPOTENT
 
     def args(self, own_keys: list[str], args: list[Any]) -> list[Any]:
         """The arguments of ``EVALSHA`` for this script with ``own_keys`` and ``args``."""
@@ -102,34 +109,42 @@ class Script:
         """Run the script; after ``NOSCRIPT`` load every script and run it again once."""
         command = self.command(own_keys or [], list(args))
         try:
-            return run_packed(client, command)
+            return run_packed(client, command, resend=self.idempotent)
         except NoScriptError:
             load_all(client)
-            return run_packed(client, command)
+            return run_packed(client, command, resend=self.idempotent)
 
 
-def run_packed(client: Any, command: bytes) -> Any:
+def run_packed(client: Any, command: bytes, *, resend: bool = False) -> Any:
     """Send a packed command on a connection of ``client``'s pool and read its reply.
 
-    One attempt: a script changes data, so a command whose reply was lost is never sent again
-    here (redis-py's retry would). Only a send that failed on a connection gone stale while it
-    sat in the pool is tried once more, on a new connection.
+    A send that failed on a connection gone stale in the pool is tried once more on a new one.
+    A command whose reply was lost may have run: it is sent again only when ``resend`` says
+    that running it twice does no harm (redis-py's own retry would resend any command).
     """
     pool = client.connection_pool
     connection = pool.get_connection()
     try:
-        try:
-            connection.send_packed_command([command])
-        except (RedisConnectionError, OSError):
-            connection.disconnect()
-            connection.send_packed_command([command])
-        try:
-            return connection.read_response()
-        except ResponseError:
-            raise
-        except BaseException:
-            connection.disconnect()
-            raise
+        for attempt in (1, 2):
+            try:
+                connection.send_packed_command([command])
+            except (RedisConnectionError, OSError):
+                connection.disconnect()
+                if attempt == 2:
+                    raise
+                continue
+            try:
+                return connection.read_response()
+            except ResponseError:
+                raise
+            except (RedisConnectionError, RedisTimeoutError, OSError):
+                connection.disconnect()
+                if not resend or attempt == 2:
+                    raise
+            except BaseException:
+                connection.disconnect()
+                raise
+        raise AssertionError("unreachable")
     finally:
         pool.release(connection)
 
@@ -187,6 +202,35 @@ def pack_command(*args: Any) -> bytes:
 def join_packed(count: int, packed: bytes, rest: list[Any]) -> bytes:
     """A command of ``count`` arguments already packed in ``packed``, followed by ``rest``."""
     return b"*%d\r\n" % (count + len(rest)) + packed + pack_args(*rest)
+
+
+#: Scripts whose second run changes nothing the first did not (compare-and-set, or writes of
+#: the same values): a call whose reply was lost is sent again.
+IDEMPOTENT = frozenset(
+    {
+        "restore",
+        "result",
+        "finish",
+        "cancel",
+        "presence",
+        "orphan",
+        "dlq_add",
+        "dlq_remove",
+        "concurrency",
+        "release",
+    }
+)
+
+
+def now_iso(now: float) -> str:
+    """Unix time as ISO 8601 text in UTC, as Celery writes ``date_done``."""
+    return datetime.fromtimestamp(now, UTC).isoformat()
+
+
+@cache
+def retention() -> int:
+    """``ASYNQ_RETENTION`` in whole seconds (at least 1), as the scripts take it."""
+    return int(max(1, get_settings().asynq_retention.total_seconds()))
 
 
 def load_all(client: Any) -> None:

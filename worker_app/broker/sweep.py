@@ -20,14 +20,13 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from kombu.utils.json import dumps as kombu_dumps
 
 from worker_app import keys
 from worker_app.broker import envelope
-from worker_app.broker.registry import script
+from worker_app.broker.registry import now_iso, script
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +55,8 @@ def _plan(tag: str, seen: Any) -> tuple[list[Any], Restored] | None:
         queue = envelope.queue_of(_text(list_key))
         return [tag, seen, list_key, item, ""], Restored(tag, queue, "", "")
     try:
-        message, _exchange, queue = json.loads(seen)
+        # Read as the fetch script holds it, byte for byte (text that is not UTF-8 included).
+        message, _exchange, queue = json.loads(seen.decode("utf-8", "surrogateescape"))
         headers = message.get("headers") or {}
         list_key = envelope.list_key(str(queue), envelope.priority_of(message))
     except (ValueError, TypeError, AttributeError):
@@ -68,9 +68,12 @@ def _plan(tag: str, seen: Any) -> tuple[list[Any], Restored] | None:
     return [tag, seen, list_key, kombu_dumps(message), job_id], what
 
 
-def restore(client: Any, tags: list[str], *, head: bool) -> list[Restored]:
+def restore(
+    client: Any, tags: list[str], *, head: bool, ceiling: float | None = None
+) -> list[Restored]:
     """Put the messages held under ``tags`` back on their lists: at the ``head`` (taken last)
-    or at the tail (taken next). Returns what went back."""
+    or at the tail (taken next); with ``ceiling``, only those whose lease is no later (a lease
+    renewed meanwhile belongs to a live worker). Returns what went back."""
     done: list[Restored] = []
     for start in range(0, len(tags), RESTORE_BATCH):
         chunk = tags[start : start + RESTORE_BATCH]
@@ -80,6 +83,7 @@ def restore(client: Any, tags: list[str], *, head: bool) -> list[Restored]:
             client.hmget(keys.HELD_RAW, raw) if raw else []
         )
         args: list[Any] = [time.time(), keys.WAKE_CAP, "head" if head else "tail"]
+        args.append("" if ceiling is None else ceiling)
         planned: dict[str, Restored] = {}
         for tag, seen in zip(plain + raw, values, strict=True):
             plan = _plan(tag, seen) if seen is not None else None
@@ -99,7 +103,7 @@ def sweep(client: Any, visibility_timeout: float, limit: int = 1000) -> list[Res
     tags = [_text(t) for t in client.zrangebyscore(keys.HELD_INDEX, "-inf", ceiling, 0, limit)]
     if not tags:
         return []
-    done = restore(client, tags, head=False)
+    done = restore(client, tags, head=False, ceiling=ceiling)
     for item in done:
         logger.warning(
             "recovered %s[%s] from a lost worker (its lease expired): back on %s",
@@ -112,8 +116,8 @@ def sweep(client: Any, visibility_timeout: float, limit: int = 1000) -> list[Res
 
 #: Statuses of a job whose message should exist somewhere.
 UNFINISHED = ("pending", "scheduled", "retrying", "active")
-#: Items searched per call of ``presence.lua``.
-SEARCH_BATCH = 5000
+#: Items searched per call of ``presence.lua`` (each call blocks Redis while it runs).
+SEARCH_BATCH = 1000
 
 
 @dataclass(frozen=True)
@@ -125,37 +129,73 @@ class Orphan:
     updated_at: str
 
 
-def orphans(client: Any, queues: list[str], older_than: float, limit: int = 200) -> list[Orphan]:
-    """Records unfinished and unchanged for ``older_than`` seconds whose message is on no list
-    of ``queues``, not parked and not held."""
+def orphans(
+    client: Any,
+    queues: list[str],
+    older_than: float,
+    cursors: dict[str, float],
+    limit: int = 200,
+) -> list[Orphan]:
+    """Records unfinished and unchanged for ``older_than`` seconds, of ``queues``, whose
+    message is on no list of theirs, not parked and not held.
+
+    Each call looks at up to ``limit`` records per status, from ``cursors`` (a creation time per
+    status, advanced here and wrapped around at the end) so that every record gets its turn.
+    A record is an orphan only if two searches in a row miss its message: one that moves
+    between structures while a search runs (parked to waiting, held to waiting) is found by the
+    other.
+    """
+    candidates = _candidates(client, set(queues), older_than, cursors, limit)
+    for _ in range(2):
+        if candidates:
+            candidates = _missing(client, queues, candidates)
+    return list(candidates.values())
+
+
+def _candidates(
+    client: Any, queues: set[str], older_than: float, cursors: dict[str, float], limit: int
+) -> dict[str, Orphan]:
     cutoff = time.time() - older_than
-    ids: list[str] = []
+    ids: list[tuple[str, str]] = []
     for status in UNFINISHED:
-        found = client.zrangebyscore(keys.JOBS_BY_STATUS + status, "-inf", cutoff, 0, limit)
-        ids += [_text(job_id) for job_id in found]
+        start = cursors.get(status, float("-inf"))
+        found = client.zrangebyscore(
+            keys.JOBS_BY_STATUS + status, start, cutoff, 0, limit, withscores=True
+        )
+        cursors[status] = float(found[-1][1]) if len(found) == limit else float("-inf")
+        ids += [(_text(job_id), status) for job_id, _ in found]
     if not ids:
-        return []
+        return {}
     pipe = client.pipeline(transaction=False)
-    for job_id in ids:
-        pipe.hmget(keys.JOB + job_id, "status", "updated_at")
+    for job_id, _ in ids:
+        pipe.hmget(keys.JOB + job_id, "status", "updated_at", "queue")
     seen: dict[str, Orphan] = {}
-    for job_id, (status, updated) in zip(ids, pipe.execute(), strict=True):
-        if status is not None and updated is not None and float(updated) < cutoff:
-            seen[job_id] = Orphan(job_id, _text(status), _text(updated))
+    for (job_id, indexed), values in zip(ids, pipe.execute(), strict=True):
+        status, updated, queue = ("" if v is None else _text(v) for v in values)
+        if status != indexed or not updated or queue not in queues:
+            continue  # moved on, or a queue this worker does not know (another deployment's)
+        if float(updated) < cutoff:
+            seen[job_id] = Orphan(job_id, status, updated)
+    return seen
+
+
+def _missing(client: Any, queues: list[str], candidates: dict[str, Orphan]) -> dict[str, Orphan]:
+    """The candidates whose message is on no list of ``queues``, not parked and not held."""
+    missing = dict(candidates)
     places = [("list", name) for queue in queues for name in envelope.lists_of(queue)]
     for mode, name in [*places, ("delayed", ""), ("held", "")]:
         position = 0
-        while seen and position >= 0:
-            args = [mode, position, SEARCH_BATCH, *seen]
+        while missing and position >= 0:
+            args = [mode, position, SEARCH_BATCH, *missing]
             position, found = script("presence")(client, [name] if name else [], args)
             for job_id in found:
-                seen.pop(_text(job_id), None)
-    return list(seen.values())
+                missing.pop(_text(job_id), None)
+    return missing
 
 
 def end_orphan(client: Any, orphan: Orphan, retention: int, error: str) -> bool:
     """End ``orphan``'s record failed with ``error``, if it is still as seen; True if ended."""
     now = time.time()
-    iso = datetime.fromtimestamp(now, UTC).isoformat()
+    iso = now_iso(now)
     args = [orphan.job_id, orphan.status, orphan.updated_at, now, iso, retention, error]
     return bool(script("orphan")(client, [], args))

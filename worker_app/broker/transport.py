@@ -1,10 +1,7 @@
 """The binding to kombu's Redis transport: what kombu's channel does, routed to the protocol.
 
-kombu's private members overridden here, each listed with its reason in ``docs/protocol.md``:
-``Channel._put`` (publish with the record, park delayed messages), ``Channel._brpop_start`` /
-``_brpop_read`` (the fetch, :mod:`.fetch`), ``Channel._purge`` (purge parked messages too and
-cancel the purged jobs), ``Transport.register_with_event_loop`` (add a socket to the event
-loop once, not on every tick).
+Every kombu member overridden here, in :mod:`.fetch` and in :mod:`.qos` is listed with its
+reason in ``docs/protocol.md`` ("kombu members overridden"), with the private ones only read.
 """
 
 from __future__ import annotations
@@ -12,7 +9,6 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
@@ -23,7 +19,7 @@ from worker_app import keys
 from worker_app.broker import envelope, publish
 from worker_app.broker.fetch import FetchingChannel
 from worker_app.broker.qos import QoS
-from worker_app.broker.registry import script
+from worker_app.broker.registry import now_iso, retention, script
 from worker_app.config import get_settings
 
 #: Most messages one purge call removes.
@@ -103,7 +99,7 @@ def purge(client: Any, queue: str, reason: str = "purged") -> tuple[int, int]:
     """Remove ``queue``'s waiting and parked messages; their jobs end ``cancelled`` with
     ``reason``. Returns how many waiting and how many parked messages were removed."""
     now = time.time()
-    stamp = [now, datetime.fromtimestamp(now, UTC).isoformat(), _retention(), reason]
+    stamp = [now, now_iso(now), retention(), reason]
     waiting = 0
     for list_key in envelope.lists_of(queue):
         while True:
@@ -121,10 +117,6 @@ def purge(client: Any, queue: str, reason: str = "purged") -> tuple[int, int]:
         chunk = members[start : start + PURGE_BATCH]
         parked += int(script("purge")(client, [queue], ["parked", *stamp, *chunk]))
     return waiting, parked
-
-
-def _retention() -> int:
-    return int(max(1, get_settings().asynq_retention.total_seconds()))
 
 
 class Channel(ProtocolChannel, kombu_redis.Channel):

@@ -7,7 +7,9 @@
 -- ARGV: now, now as ISO text, worker name, retention seconds, number of queues, steps, slots,
 --   number of acks; the queue names; per queue '1' to hold what is taken from it, '0' not (a
 --   consumer without acks); per slot the queue order (1-based queue positions); per ack its
---   tag and job id ('' unless the job succeeded).
+--   tag, job id and outcome: 'succeeded' (the job ends so), 'ended' (the task ended otherwise
+--   with no failure recorded, e.g. Celery's Ignore or Reject: a record still active ends
+--   failed), or '' (its record was already moved on: a retry, a failure, a requeue).
 -- Returns: 1 if a take found every list empty (the worker may wait), else 0; then per message
 --   taken: queue position, verdict ('held', 'taken' (not held), 'cancelled', 'duplicate',
 --   'bad'), tag, the item.
@@ -18,15 +20,21 @@ local nq, steps, slots = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local nacks = tonumber(ARGV[8])
 local orders_at = 8 + 2 * nq  -- the orders follow this argument
 local acks_at = orders_at + slots * nq + 1
+local ENDED = 'Ended: the task ended without a result or a failure (Ignore or Reject)'
 
 if nacks > 0 then
   local all, tags, raws = {}, {}, {}
   for i = 0, nacks - 1 do
-    local tag, id = ARGV[acks_at + 2 * i], ARGV[acks_at + 2 * i + 1]
+    local at = acks_at + 3 * i
+    local tag, id, outcome = ARGV[at], ARGV[at + 1], ARGV[at + 2]
     all[#all + 1] = tag
     if string.sub(tag, 1, #H.raw_tag) == H.raw_tag then raws[#raws + 1] = tag
     else tags[#tags + 1] = tag end
-    if id ~= '' then finish_record(id, 'succeeded', now, now_iso, retention, nil) end
+    if outcome == 'succeeded' then
+      finish_record(id, 'succeeded', now, now_iso, retention, nil)
+    elseif outcome == 'ended' and redis.call('HGET', K.job .. id, 'status') == 'active' then
+      finish_record(id, 'failed', now, now_iso, retention, {'last_error', ENDED})
+    end
   end
   redis.call('ZREM', K.held_index, unpack(all))
   if #tags > 0 then redis.call('HDEL', K.held, unpack(tags)) end
@@ -44,15 +52,17 @@ local function envelope(item)
   return msg
 end
 
+local function hold_raw(list, item)
+  local tag = H.raw_tag .. redis.sha1hex(item)
+  redis.call('ZADD', K.held_index, now, tag)
+  redis.call('HSET', K.held_raw, tag, list .. '\n' .. item)
+  return 'bad', tag
+end
+
 local function hold(list, queue, item, keep)
   if not keep then return 'taken', '' end
   local msg = envelope(item)
-  if not msg then
-    local tag = H.raw_tag .. redis.sha1hex(item)
-    redis.call('ZADD', K.held_index, now, tag)
-    redis.call('HSET', K.held_raw, tag, list .. '\n' .. item)
-    return 'bad', tag
-  end
+  if not msg then return hold_raw(list, item) end
   local tag = msg.properties.delivery_tag
   local verdict = start_message(msg, queue, now, hostname)
   if verdict ~= 'run' then return verdict, tag end
@@ -100,7 +110,10 @@ for s = 0, slots - 1 do
     break
   end
   local q = owner[list]
-  local verdict, tag = hold(list, ARGV[8 + q], item, ARGV[8 + nq + q] == '1')
+  -- A script that fails half-way is not rolled back: whatever goes wrong with one message
+  -- after it was taken, it is held raw (and dead-lettered), never dropped.
+  local ok, verdict, tag = pcall(hold, list, ARGV[8 + q], item, ARGV[8 + nq + q] == '1')
+  if not ok then verdict, tag = hold_raw(list, item) end
   out[#out + 1] = q
   out[#out + 1] = verdict
   out[#out + 1] = tag

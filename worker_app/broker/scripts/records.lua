@@ -12,6 +12,14 @@ local function index(id, task, queue, created)
   redis.call('ZADD', K.by_queue .. queue, created, id)
 end
 
+-- Write a record's fields and index it (its status index is moved by the caller).
+local function write_record(id, task, queue, status, created, now, run_at, attempt, payload)
+  redis.call('HSET', K.job .. id, 'id', id, 'type', task, 'queue', queue, 'status', status,
+    'created_at', created, 'updated_at', now, 'run_at', run_at, 'attempts', attempt,
+    'payload', payload)
+  index(id, task, queue, created)
+end
+
 -- A header read as Python would (cjson.null, '' and 0 are false).
 local function truthy(v)
   return v ~= nil and v ~= cjson.null and v ~= false and v ~= '' and v ~= 0
@@ -31,9 +39,7 @@ local function publish_record(id, task, queue, status, now, run_at, attempt, pay
   if old and once == '1' then return old end
   if old == 'cancelled' and reset ~= '1' then return old end
   if not created or reset == '1' then created = now end
-  redis.call('HSET', key, 'id', id, 'type', task, 'queue', queue, 'status', status,
-    'created_at', created, 'updated_at', now, 'run_at', run_at, 'attempts', attempt,
-    'payload', payload)
+  write_record(id, task, queue, status, created, now, run_at, attempt, payload)
   if old then
     if reset == '1' then
       redis.call('HDEL', key, 'started_at', 'finished_at', 'result', 'last_error',
@@ -42,7 +48,6 @@ local function publish_record(id, task, queue, status, now, run_at, attempt, pay
     redis.call('PERSIST', key)
   end
   move(id, old, status, created)
-  index(id, task, queue, created)
   return old or ''
 end
 
@@ -86,12 +91,16 @@ local CELERY_STATES = {succeeded = 'SUCCESS', failed = 'FAILURE', cancelled = 'R
 -- not exist is not created. Returns the status before.
 local function finish_record(id, status, now, now_iso, retention, fields)
   local key = K.job .. id
-  local old, created, origin = unpack(redis.call('HMGET', key, 'status', 'created_at', 'origin'))
+  local old, created, origin, run_at = unpack(redis.call('HMGET', key, 'status', 'created_at',
+    'origin', 'run_at'))
   if not old then return '' end
   redis.call('HSET', key, 'status', status, 'updated_at', now, 'finished_at', now)
   if fields and #fields > 0 then redis.call('HSET', key, unpack(fields)) end
   move(id, old, status, created)
-  redis.call('EXPIRE', key, retention)
+  -- Kept until its message, if one is still parked, is due and met: a cancelled job's record
+  -- must outlive the message, or the message would find no record and run.
+  local ahead = math.max(0, (tonumber(run_at) or 0) - tonumber(now))
+  redis.call('EXPIRE', key, math.ceil(tonumber(retention) + ahead))
   if origin == 'celery' then
     local result, err = unpack(redis.call('HMGET', key, 'result', 'last_error'))
     for i = 1, #(fields or {}), 2 do
@@ -155,35 +164,42 @@ local function payload_of(msg)
   local ok, decoded = pcall(cjson.decode, body)
   if not ok or type(decoded) ~= 'table' then return '{}' end
   local args, kwargs = decoded[1], decoded[2]
-  local a = (type(args) == 'table' and #args > 0) and cjson.encode(args) or '[]'
-  local k = (type(kwargs) == 'table' and next(kwargs) ~= nil) and cjson.encode(kwargs) or '{}'
+  -- cjson reads NaN and Infinity but refuses to write them: the payload is then left out.
+  local ok_a, a = pcall(cjson.encode, args)
+  local ok_k, k = pcall(cjson.encode, kwargs)
+  if not ok_a or type(args) ~= 'table' or #args == 0 then a = '[]' end
+  if not ok_k or type(kwargs) ~= 'table' or next(kwargs) == nil then k = '{}' end
   return '{"args": ' .. a .. ', "kwargs": ' .. k .. '}'
 end
 
--- Fetch: start the job of a message taken off ``queue``. A message with an ETA waits in the
--- worker until due: its job starts in the pool process (start.lua). A task message without a
--- record (a producer that does not write records: a plain Celery app) gets one now, marked
--- origin=celery so its result is also stored where Celery's result backend reads it.
+-- Fetch: start the job of a message taken off ``queue``. A task message without a record (a
+-- producer that does not write records: a plain Celery app) gets one now, marked origin=celery
+-- so its result is also stored where Celery's result backend reads it. A message with an ETA
+-- waits in the worker until due: its job starts in the pool process (start.lua), when it
+-- really starts.
 local function start_message(msg, queue, now, hostname)
   local headers = msg.headers
   if type(headers) ~= 'table' or type(headers.id) ~= 'string' then return 'run' end
-  if truthy(headers.eta) then return 'run' end
   local id, task = headers.id, headers.task
   local retries = tonumber(headers.retries) or 0
+  local trackable = type(task) == 'string' and string.sub(task, 1, 7) ~= 'celery.'
+  if truthy(headers.eta) then
+    if trackable and redis.call('EXISTS', K.job .. id) == 0 then
+      write_record(id, task, queue, 'scheduled', now, now, now, retries, payload_of(msg))
+      redis.call('HSET', K.job .. id, 'origin', 'celery')
+      move(id, nil, 'scheduled', now)
+    end
+    return 'run'
+  end
   local once = truthy(headers[H.publish_once]) and not truthy(headers[H.deferred])
     and retries == 0
   local info = type(msg.properties) == 'table' and msg.properties.delivery_info
   local redelivered = truthy(headers.redelivered)
     or (type(info) == 'table' and truthy(info.redelivered))
   local verdict, old = start_record(id, retries + 1, once, redelivered, now, hostname)
-  if old or type(task) ~= 'string' or string.sub(task, 1, 7) == 'celery.' then
-    return verdict
-  end
-  local key = K.job .. id
-  redis.call('HSET', key, 'id', id, 'type', task, 'queue', queue, 'status', 'active',
-    'created_at', now, 'updated_at', now, 'run_at', now, 'started_at', now,
-    'attempts', retries + 1, 'worker', hostname, 'payload', payload_of(msg), 'origin', 'celery')
+  if old or not trackable then return verdict end
+  write_record(id, task, queue, 'active', now, now, now, retries + 1, payload_of(msg))
+  redis.call('HSET', K.job .. id, 'origin', 'celery', 'started_at', now, 'worker', hostname)
   move(id, nil, 'active', now)
-  index(id, task, queue, now)
   return 'run'
 end
