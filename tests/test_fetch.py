@@ -62,10 +62,11 @@ def fetch(request: pytest.FixtureRequest, raw: redis.Redis) -> Fetch:
             *(field for ack in acks for field in ack),
         )
         call.drained = reply[0]  # type: ignore[attr-defined]
-        return [
-            [int(reply[i]), reply[i + 1].decode(), reply[i + 2].decode(), reply[i + 3]]
-            for i in range(1, len(reply), 4)
-        ]
+        out = []
+        for i in range(1, len(reply), 3):
+            verdict, item = reply[i + 1].decode(), reply[i + 2]
+            out.append([int(reply[i]), verdict, envelope.held_tag(item, verdict), item])
+        return out
 
     return call
 

@@ -10,8 +10,12 @@ not UTF-8 are kept (as surrogate escapes), never a reason to refuse what the scr
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from typing import Any
+
+from worker_app import keys
 
 #: kombu's separator between a queue's name and its priority step in a list's name.
 SEP = "\x06\x16"
@@ -90,3 +94,18 @@ def job_id(envelope: dict[str, Any]) -> str:
     headers = envelope.get("headers")
     value = headers.get("id") if isinstance(headers, dict) else None
     return value if isinstance(value, str) else ""
+
+
+_TAG = re.compile(rb'"delivery_tag": ?"([^"]+)"')
+
+
+def held_tag(item: bytes, verdict: str) -> str:
+    """The tag the fetch script held ``item`` under ('' when it did not hold it): a bad item's
+    is derived from its bytes, a message's is its envelope's (read from the text, for an
+    envelope Python could not parse)."""
+    if verdict == "bad":
+        return keys.RAW_TAG + hashlib.sha1(item).hexdigest()
+    if verdict != "held":
+        return ""
+    found = _TAG.search(item)
+    return found.group(1).decode("utf-8", "surrogateescape") if found else ""

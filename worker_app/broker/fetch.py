@@ -115,11 +115,6 @@ class FetchingChannel:
         (self._noack.add if no_ack else self._noack.discard)(queue)
         return super().basic_consume(queue, no_ack, *args, **kwargs)  # type: ignore[misc]
 
-    def held_queues(self: Any) -> list[str]:
-        """The queues this channel consumes with acks: what it takes from them is held."""
-        noack = self._noack
-        return [queue for queue in self.active_queues if queue not in noack]
-
     # Acks ------------------------------------------------------------------------------------
 
     def ack_later(self: Any) -> bool:
@@ -165,13 +160,13 @@ class FetchingChannel:
     # The command in flight ---------------------------------------------------------------------
 
     def _brpop_start(self: Any, timeout: Any = None) -> None:
-        queues = self.held_queues()
-        if not queues:  # consumers without acks only: kombu's own BRPOP
+        queues = self.active_queues
+        noack = self._noack
+        if all(queue in noack for queue in queues):  # kombu's own BRPOP: nothing is held
             self.phase = Phase.READY
             super()._brpop_start(timeout)  # type: ignore[misc]
             return
         self._loop_thread = threading.get_ident()
-        queues = list(self.active_queues)
         if self.more or self.pending_acks:
             self._send_fetch(queues)
         else:
@@ -315,11 +310,10 @@ class FetchingChannel:
     def _deliver_batch(self: Any, queues: list[str], reply: list[Any]) -> None:
         """Deliver what the fetch script took; dead-letter what is no message; log the rest."""
         errors: list[BaseException] = []
-        for index in range(1, len(reply), 4):
-            position, verdict, tag, item = reply[index : index + 4]
+        for index in range(1, len(reply), 3):
+            position, verdict, item = reply[index : index + 3]
             queue = queues[int(position) - 1]
             verdict = verdict.decode() if isinstance(verdict, bytes) else str(verdict)
-            tag = tag.decode() if isinstance(tag, bytes) else str(tag)
             if verdict in ("cancelled", "duplicate"):
                 _log_not_run(item, verdict)
                 continue
@@ -332,7 +326,8 @@ class FetchingChannel:
             if verdict == "bad":  # the script's rule is the one that counts
                 payload = None
             if payload is None:
-                self._dead_letter(item, queue, tag if verdict != "taken" else "", error)
+                tag = envelope.held_tag(item, verdict)
+                self._dead_letter(item, queue, tag, error)
                 continue
             if verdict == "held" and self.on_held is not None:
                 self.on_held(queue, payload)

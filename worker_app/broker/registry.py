@@ -1,8 +1,8 @@
 """The product's Lua scripts, loaded from ``scripts/*.lua`` through one registry.
 
-Every script receives the same leading keys (:data:`SCRIPT_KEYS`, from :mod:`worker_app.keys`)
-as ``KEYS[1..NK]``, named in a prelude the registry writes (``K.job``, ``K.held``, ...), so no
-script spells a key; its own keys follow at ``KEYS[NK + 1]``. Header names reach it the same way
+A script receives the keys it names from :data:`SCRIPT_KEYS` (from :mod:`worker_app.keys`) as its
+leading ``KEYS[1..NK]``, named in a prelude the registry writes (``K.job``, ``K.held``, ...), so
+no script spells a key; its own keys follow at ``KEYS[NK + 1]``. Header names reach it the same way
 (``H``). A line ``--! use records`` includes ``records.lua``, the functions shared by every
 script that changes a job record, so each transition is written once.
 
@@ -52,8 +52,10 @@ SCRIPT_NAMES: dict[str, str] = {
     "deferred": keys.DEFERRED,
     "raw_tag": keys.RAW_TAG,
 }
-_FIXED = list(SCRIPT_KEYS.values())
 _USE = re.compile(r"^--! use (\w+)\s*$", re.MULTILINE)
+
+
+_NAMED = re.compile(r"\bK\.(\w+)")
 
 
 def _lua_table(values: dict[str, str], index: bool) -> str:
@@ -74,16 +76,21 @@ def _read(name: str) -> str:
     return (resources.files(__package__) / "scripts" / f"{name}.lua").read_text()
 
 
-def _source(name: str) -> str:
+def _source(name: str) -> tuple[str, list[str]]:
+    """A script's whole source (prelude, libraries, body) and the leading keys it receives."""
     body = _read(name)
-    parts = [
-        f"local NK = {len(_FIXED)}",
-        f"local K = {_lua_table(SCRIPT_KEYS, index=True)}",
+    code = [_read(used) for used in _USE.findall(body)] + [_USE.sub("", body)]
+    named = set(_NAMED.findall("\n".join(code)))
+    unknown = named - set(SCRIPT_KEYS)
+    if unknown:
+        raise ValueError(f"{name}.lua names keys that keys.py lacks: {', '.join(sorted(unknown))}")
+    used = {key: value for key, value in SCRIPT_KEYS.items() if key in named}
+    prelude = [
+        f"local NK = {len(used)}",
+        f"local K = {_lua_table(used, index=True)}",
         f"local H = {_lua_table(SCRIPT_NAMES, index=False)}",
     ]
-    parts += [_read(used) for used in _USE.findall(body)]
-    parts.append(_USE.sub("", body))
-    return "\n".join(parts)
+    return "\n".join(prelude + code), list(used.values())
 
 
 class Script:
@@ -91,19 +98,20 @@ class Script:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.source = _source(name)
+        self.source, self.fixed = _source(name)
+        self.packed_fixed = pack_args(*self.fixed)
         self.sha = hashlib.sha1(self.source.encode()).hexdigest()
         #: Running it twice has the effect of once: a call whose reply was lost is sent again.
         self.idempotent = name in IDEMPOTENT
 
     def args(self, own_keys: list[str], args: list[Any]) -> list[Any]:
         """The arguments of ``EVALSHA`` for this script with ``own_keys`` and ``args``."""
-        return [self.sha, len(_FIXED) + len(own_keys), *_FIXED, *own_keys, *args]
+        return [self.sha, len(self.fixed) + len(own_keys), *self.fixed, *own_keys, *args]
 
     def command(self, own_keys: list[str], args: list[Any]) -> bytes:
         """The whole ``EVALSHA`` command, packed (the leading keys are packed once)."""
-        head = pack_args(b"EVALSHA", self.sha, len(_FIXED) + len(own_keys))
-        return join_packed(3 + len(_FIXED), head + _FIXED_PACKED, [*own_keys, *args])
+        head = pack_args(b"EVALSHA", self.sha, len(self.fixed) + len(own_keys))
+        return join_packed(3 + len(self.fixed), head + self.packed_fixed, [*own_keys, *args])
 
     def __call__(self, client: Any, own_keys: list[str] | None = None, args: Any = ()) -> Any:
         """Run the script; after ``NOSCRIPT`` load every script and run it again once."""
@@ -237,6 +245,3 @@ def load_all(client: Any) -> None:
     """Load every script into the server's cache (after a restart or failover emptied it)."""
     for name in NAMES:
         client.script_load(script(name).source)
-
-
-_FIXED_PACKED = pack_args(*_FIXED)

@@ -62,9 +62,9 @@ class ProtocolChannel(FetchingChannel):
             return super().basic_get(queue, no_ack, **kwargs)  # type: ignore[misc]
         # Taken and held in one step, as the worker's fetch does.
         reply = self.call_fetch([queue], 1, [])
-        if len(reply) < 5:
+        if len(reply) < 4:
             return None
-        verdict, item = reply[2], reply[4]
+        verdict, item = reply[2], reply[3]
         if verdict not in (b"held", "held"):
             return None
         message = self.Message(envelope.parse(item), channel=self)

@@ -12,7 +12,8 @@
 --   failed), or '' (its record was already moved on: a retry, a failure, a requeue).
 -- Returns: 1 if a take found every list empty (the worker may wait), else 0; then per message
 --   taken: queue position, verdict ('held', 'taken' (not held), 'cancelled', 'duplicate',
---   'bad'), tag, the item.
+--   'bad'), the item. A held message's tag is its envelope's; a bad item's is H.raw_tag and
+--   the SHA-1 of its bytes.
 --   'bad' items (not a message envelope) are held under a tag of their own until the worker
 --   has dead-lettered them; 'cancelled' and 'duplicate' ones are dropped (their job is over).
 local now, now_iso, hostname, retention = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
@@ -116,7 +117,6 @@ for s = 0, slots - 1 do
   if not ok then verdict, tag = hold_raw(list, item) end
   out[#out + 1] = q
   out[#out + 1] = verdict
-  out[#out + 1] = tag
   out[#out + 1] = item
 end
 return out
