@@ -73,6 +73,16 @@ def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
     client.close()
 
 
+@pytest.fixture
+def raw_redis(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    """A client of the private server that returns bytes, on a flushed database: scripts hand
+    back items byte for byte."""
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushdb()
+    yield client
+    client.close()
+
+
 def child_env(**overrides: str) -> dict[str, str]:
     """The environment of a child process: the suite's settings plus ``overrides``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ASYNQ_")}

@@ -10,9 +10,8 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-from pathlib import Path
 
-from tests.conftest import BIN, ROOT, Worker
+from tests.conftest import Worker
 
 
 class GroupWorker(Worker):
@@ -20,20 +19,8 @@ class GroupWorker(Worker):
 
     new_session = True
 
-    def __init__(
-        self,
-        log_path: Path,
-        env: dict[str, str],
-        queues: str = "critical,default,low",
-        concurrency: int | None = None,
-        *,
-        root: Path = ROOT,
-        bin_dir: Path = BIN,
-        include: str = "tests.e2e_tasks",
-    ) -> None:
-        super().__init__(log_path, env, queues, concurrency, root=root, bin_dir=bin_dir)
-        self.include = include
-        self.frozen = False
+    #: Frozen by SIGSTOP, not yet resumed.
+    frozen = False
 
     def _signal_group(self, signum: int) -> None:
         assert self.process is not None

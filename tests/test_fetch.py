@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -19,12 +19,8 @@ Fetch = Callable[..., list[list[Any]]]
 
 
 @pytest.fixture
-def raw(redis_server: Any) -> Iterator[redis.Redis]:
-    """A client that returns bytes: the script hands back items as they were stored."""
-    client = redis.Redis.from_url(redis_server.url)
-    client.flushdb()
-    yield client
-    client.close()
+def raw(raw_redis: redis.Redis) -> redis.Redis:
+    return raw_redis
 
 
 @pytest.fixture(params=["lmpop", "rpop"])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,11 +15,8 @@ from worker_app.broker import sweep
 
 
 @pytest.fixture
-def raw(redis_server: Any) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_server.url)
-    client.flushdb()
-    yield client
-    client.close()
+def raw(raw_redis: redis.Redis) -> redis.Redis:
+    return raw_redis
 
 
 def held(client: redis.Redis, job_id: str, queue: str, lease: float, note: bytes = b"x") -> str:
