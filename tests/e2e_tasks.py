@@ -49,6 +49,13 @@ def flaky(self: Any, key: str, fail_times: int) -> str:
     return "ok"
 
 
+@app.task(name="e2e.self_retry", bind=True)
+def self_retry(self: Any, key: str) -> None:
+    """Asks for a retry on every run, as tasks written for plain Celery do."""
+    _record(key, self.request.retries + 1)
+    raise self.retry(exc=RuntimeError("not yet"))
+
+
 @app.task(name="e2e.permanent", bind=True)
 def permanent(self: Any, key: str) -> None:
     _record(key, self.request.retries + 1)

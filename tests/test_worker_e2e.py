@@ -80,6 +80,20 @@ def test_a_flaky_job_succeeds_once_it_stops_failing(
     assert not worker.lines(rf"dead-lettered e2e.flaky\[{task_id}\]")
 
 
+def test_self_retry_is_bounded_by_max_retry_and_ends_in_the_dead_letter_queue(
+    worker: Worker, redis_client: redis.Redis
+) -> None:
+    """Celery reads max_retries=None as forever and waits 3 minutes between tries; the product
+    bounds it by ASYNQ_MAX_RETRY (3 in the suite) with its own backoff."""
+    key = f"self-retry:{uuid.uuid4()}"
+    task_id = e2e_tasks.self_retry.delay(key).id
+
+    wait_until(lambda: dead_lettered(worker, task_id), 30, "the retries to run out")
+
+    assert [run["attempt"] for run in attempts(redis_client, key)] == [1, 2, 3, 4]
+    assert worker.lines(rf"dead-lettered e2e.self_retry\[{task_id}\] reason=retries_exhausted")
+
+
 def test_a_permanent_error_is_not_retried_and_reaches_the_failure_handler_once(
     worker: Worker, redis_client: redis.Redis
 ) -> None:

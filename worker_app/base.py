@@ -126,6 +126,32 @@ class BaseTask(Task[Any, Any]):
         """Retries this task gets after its first attempt."""
         return get_settings().asynq_max_retry if self.max_retries is None else self.max_retries
 
+    def retry(
+        self,
+        args: Any = None,
+        kwargs: Any = None,
+        exc: Exception | None = None,
+        throw: bool = True,
+        eta: Any = None,
+        countdown: float | None = None,
+        max_retries: int | None = None,
+        **options: Any,
+    ) -> Any:
+        """Celery's ``retry``, always bounded and with the product's backoff.
+
+        Celery reads ``max_retries=None`` as "retry forever" and waits
+        ``default_retry_delay`` (3 minutes) when no delay is given. Here a task's own
+        ``self.retry()`` and ``autoretry_for`` obey ``ASYNQ_MAX_RETRY`` (or the task's
+        ``max_retries``) and the full-jitter backoff, and end in the dead-letter queue.
+        """
+        if max_retries is None:
+            max_retries = self.retry_limit()
+        if countdown is None and eta is None:
+            countdown, _ = self.retry_delay(int(self.request.retries or 0))
+        return super().retry(
+            args, kwargs, exc, throw, eta, countdown, max_retries=max_retries, **options
+        )
+
     def retry_delay(self, attempt: int) -> tuple[float, float]:
         """A full-jitter delay before retry ``attempt + 1``, and the bound it was drawn under."""
         settings = get_settings()
