@@ -109,6 +109,8 @@ class PeriodicThread(bootsteps.StartStopStep):
     period = 1.0
     #: What the tick keeps doing, for the warning when Redis is away.
     doing = "periodic work"
+    #: Ticks that failed with an error other than Redis being away.
+    failures = 0
 
     def __init__(self, worker: Any, **kwargs: Any) -> None:
         super().__init__(worker, **kwargs)
@@ -129,6 +131,11 @@ class PeriodicThread(bootsteps.StartStopStep):
                 done = self.tick()
             except redis.RedisError as exc:
                 logger.warning("%s skipped: Redis is unreachable (%s)", self.doing, exc)
+            except Exception:
+                # The thread must outlive any one failure: a dead lease renewer lets another
+                # worker take this worker's long tasks.
+                self.failures += 1
+                logger.exception("%s failed (%d times so far); going on", self.doing, self.failures)
             else:
                 if done:
                     logger.debug("%s: %d", self.doing, done)
