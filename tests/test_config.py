@@ -45,6 +45,7 @@ CASES: list[tuple[str, str, object, str | None]] = [
     ("ASYNQ_RETENTION", "2d", timedelta(days=2), "1 day"),
     ("ASYNQ_DLQ_RETENTION", "2160h", timedelta(days=90), "h"),
     ("ASYNQ_DLQ_MAX_SIZE", "500", 500, "0"),
+    ("ASYNQ_MAX_PAYLOAD", "512KiB", 524288, "huge"),
     ("ASYNQ_HEALTH_CHECK_INTERVAL", "5s", timedelta(seconds=5), "0"),
     ("ASYNQ_STATS_INTERVAL", "2.5s", timedelta(seconds=2.5), "1y"),
     ("API_TOKEN", "a-long-enough-api-token", None, None),

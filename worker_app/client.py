@@ -77,6 +77,7 @@ def enqueue(
         UnknownTask: ``task`` names no registered task.
         UnknownQueue: ``queue`` is not configured.
         InvalidPayload: the payload is invalid; nothing was published.
+        PayloadTooLarge: the message is over ``ASYNQ_MAX_PAYLOAD``; nothing was published.
         BrokerUnavailable: Redis did not take the job.
     """
     return submit(

@@ -17,7 +17,14 @@ from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
 from dotenv import dotenv_values
-from pydantic import BeforeValidator, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BeforeValidator,
+    ByteSize,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from worker_app.durations import DURATION_FORM, format_duration, parse_duration
@@ -83,6 +90,7 @@ FORMS: dict[str, str] = {
     "asynq_strict_priority": "true or false",
     "asynq_max_retry": "a non-negative integer",
     "asynq_dlq_max_size": "a positive integer",
+    "asynq_max_payload": "a size of at least 1KiB, such as 1MiB, 512KiB or a number of bytes",
     "api_token": "a non-empty token (at least 16 characters in production, not a sample value)",
     "flower_basic_auth": "user:password (not a sample value in production)",
     "flower_port": "a port number between 1 and 65535",
@@ -119,6 +127,7 @@ class Settings(BaseSettings):
     asynq_retention: Duration = timedelta(hours=24)
     asynq_dlq_retention: Duration = timedelta(days=90)
     asynq_dlq_max_size: int = Field(10_000, gt=0)
+    asynq_max_payload: ByteSize = Field(ByteSize(1024 * 1024), ge=1024)
     asynq_health_check_interval: Duration = timedelta(seconds=15)
     asynq_stats_interval: Duration = timedelta(seconds=60)
     api_token: SecretStr | None = None

@@ -37,6 +37,10 @@ class InvalidPayload(PermanentError):
         self.errors = errors or []
 
 
+class PayloadTooLarge(InvalidPayload):
+    """The job's message is larger than ``ASYNQ_MAX_PAYLOAD``: refused, nothing was written."""
+
+
 class Cancelled(TaskError):
     """The job was cancelled while it ran; raised by :func:`worker_app.jobs.check_cancelled`."""
 

@@ -41,6 +41,7 @@ from worker_app.base import validate_payload
 from worker_app.broker.envelope import list_key
 from worker_app.broker.publish import (
     batch_args,
+    check_size,
     due_at,
     placement,
     publish,
@@ -277,6 +278,7 @@ def publish_one(
     Raises:
         UnknownQueue: the queue is not configured.
         InvalidPayload: the payload is invalid; nothing was published.
+        PayloadTooLarge: the message is over ``ASYNQ_MAX_PAYLOAD``; nothing was published.
         BrokerUnavailable: Redis did not take the job (after the publish retry policy).
     """
     queue_name = _queue_of(target, queue)
@@ -334,6 +336,8 @@ def enqueue_many(
         UnknownTask: ``task`` names no registered task.
         UnknownQueue: ``queue`` (or the task's declared queue) is not configured.
         InvalidPayload: a payload is invalid (the message says which); nothing was published.
+        PayloadTooLarge: a message is over ``ASYNQ_MAX_PAYLOAD`` (the message says which);
+            nothing was published.
         BrokerUnavailable: Redis did not take the batch.
     """
     from worker_app.client import get_task
@@ -352,20 +356,24 @@ def enqueue_many(
     with _channel(f"{len(batch)} {target.name} job(s)") as channel:
         template = _Template(_Publisher(channel, target, queue_name), countdown, eta, trace)
         status = "scheduled" if template.mode == "park" or template.due else "pending"
+        # Every message is built and measured before any is sent: a batch is all or nothing.
+        rows: list[list[Any]] = []
+        for n, job in enumerate(batch):
+            now = time.time()
+            message, payload = template.message(job, now)
+            check_size(message, f"payload #{n}")
+            rows.append([job.id, now, template.due or now, payload, message, template.due or 0])
         try:
             with channel.conn_or_acquire() as client, _Sender(client) as sender:
-                # Each chunk is sent as soon as it is built: Redis runs one while the next is
-                # being built, and the replies are read at the end.
-                for start in range(0, len(batch), BATCH_CHUNK):
-                    rows: list[list[Any]] = []
-                    for job in batch[start : start + BATCH_CHUNK]:
-                        now = time.time()
-                        message, payload = template.message(job, now)
-                        rows.append(
-                            [job.id, now, template.due or now, payload, message, template.due or 0]
-                        )
+                # Each chunk is written as it is packed: Redis runs one while the next is packed.
+                for start in range(0, len(rows), BATCH_CHUNK):
                     call = batch_args(
-                        template.key, target.name, queue_name, status, template.mode, rows
+                        template.key,
+                        target.name,
+                        queue_name,
+                        status,
+                        template.mode,
+                        rows[start : start + BATCH_CHUNK],
                     )
                     calls.append(call)
                     sender.send(script("publish_batch").command(*call))

@@ -20,7 +20,7 @@ from worker_app.api.console import create_console
 from worker_app.api.routes import dlq, jobs, queues
 from worker_app.api.schemas import errors
 from worker_app.config import get_settings
-from worker_app.errors import BrokerUnavailable, WorkerAppError
+from worker_app.errors import BrokerUnavailable, PayloadTooLarge, WorkerAppError
 from worker_app.metrics import registry
 from worker_app.redis_client import get_redis
 
@@ -120,6 +120,10 @@ def _add_error_handlers(api: FastAPI) -> None:
     def _redis_down(_: Request, exc: Exception) -> JSONResponse:
         logger.warning("answering 503: Redis is unreachable (%s)", exc)
         return _error(503, "Redis is unreachable; try again shortly")
+
+    @api.exception_handler(PayloadTooLarge)
+    def _too_large(_: Request, exc: PayloadTooLarge) -> JSONResponse:
+        return _error(413, str(exc))
 
     @api.exception_handler(WorkerAppError)
     def _refused(_: Request, exc: WorkerAppError) -> JSONResponse:

@@ -19,6 +19,8 @@ from typing import Any
 from worker_app import keys
 from worker_app.broker import envelope
 from worker_app.broker.registry import script
+from worker_app.config import get_settings
+from worker_app.errors import PayloadTooLarge
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,21 @@ def record_of_envelope(message: dict[str, Any], queue: str) -> Record | None:
     return record_of(headers, args, kwargs, queue)
 
 
+def check_size(message: str, what: str = "the job") -> None:
+    """Refuse a message larger than ``ASYNQ_MAX_PAYLOAD``, before anything is written.
+
+    Raises:
+        PayloadTooLarge: with one line that says how large it is and the limit.
+    """
+    limit = int(get_settings().asynq_max_payload)
+    size = len(message)  # kombu's JSON is ASCII: characters are bytes
+    if size > limit:
+        raise PayloadTooLarge(
+            f"{what}: its message is {size:,} bytes, over ASYNQ_MAX_PAYLOAD ({limit:,} bytes); "
+            "keep large data elsewhere and pass a reference"
+        )
+
+
 def placement(due: float | None, now: float) -> str:
     """'park' for a message due later than ``PARK_AHEAD`` seconds from now, else 'list'."""
     return "park" if due is not None and due - now > keys.PARK_AHEAD else "list"
@@ -140,7 +157,12 @@ def publish(
     now: float | None = None,
 ) -> str:
     """Write ``record`` (if any) and push ``message`` onto ``list_key``, or park it until
-    ``due``, in one call; returns the record's status before ('' if none)."""
+    ``due``, in one call; returns the record's status before ('' if none).
+
+    Raises:
+        PayloadTooLarge: the message is over ``ASYNQ_MAX_PAYLOAD``; nothing was written.
+    """
+    check_size(message, f"{record.task}[{record.id}]" if record else "the message")
     now = time.time() if now is None else now
     args: list[Any] = [placement(due, now), due or 0, message, keys.WAKE_CAP]
     if record is not None:
