@@ -102,11 +102,15 @@ def test_batch_messages_are_the_ones_celery_and_kombu_would_build(
         publisher = _Publisher(connection.default_channel, e2e_tasks.record, "low")
         template = _Template(publisher, countdown, None, {"traceparent": "00-abc-def-01"})
         job = Job(str(uuid.uuid4()), kwargs)
-        built, payload = template.message(job, 1234.5)
+        arguments, payload = template.encode(job)
+        built = template.message(job, 1234.5, arguments)
+        assert len(built) <= template.size_bound(arguments)
         headers, body, properties = publisher.message(job, countdown, None)
         # Values plain JSON cannot hold take kombu's typed encoding, as with .delay().
         when = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
-        typed, typed_payload = template.message(Job(str(uuid.uuid4()), {"when": when}), 1.0)
+        typed_job = Job(str(uuid.uuid4()), {"when": when})
+        typed_arguments, typed_payload = template.encode(typed_job)
+        typed = template.message(typed_job, 1.0, typed_arguments)
     headers.update({"traceparent": "00-abc-def-01", keys.PUBLISHED_AT: 1234.5})
     headers[keys.FIRST_ENQUEUED_AT] = 1234.5
     # The due time is the template's (one batch, one countdown): compare against it.

@@ -28,6 +28,7 @@ def status(job_id: str) -> str | None:
 def test_a_periodic_job_whose_message_was_removed_runs_again_at_a_later_slot(
     tmp_path: Path, redis_client: redis.Redis
 ) -> None:
+    redis_client.flushdb()  # records other tests left would each take a turn in the search
     name = f"unblock-{uuid.uuid4().hex[:8]}"
     schedule = {"name": name, "task": "e2e.tick", "every": "1s", "payload": {"key": name}}
     beat = Beat(tmp_path / "beat.log", [schedule]).start()
@@ -64,6 +65,7 @@ def test_only_records_without_a_message_are_ended(
     tmp_path: Path, redis_client: redis.Redis
 ) -> None:
     """Jobs waiting on another queue, parked or held by a running task are left alone."""
+    redis_client.flushdb()
     key = f"orphan:{uuid.uuid4()}"
     lost = enqueue("e2e.record", {"key": key, "value": 1}, queue="critical")
     waiting = enqueue("e2e.record", {"key": key, "value": 2}, queue="low")

@@ -192,16 +192,27 @@ class _Template:
         # Even positions are literal text, odd ones the names of the slots between them.
         self.parts = _SLOT.split(json_dumps(envelope))
 
-    def message(self, job: Job, now: float) -> tuple[str, str]:
-        """The envelope of ``job`` and its record's payload, as JSON text."""
+    def encode(self, job: Job) -> tuple[str, str]:
+        """The JSON of ``job``'s arguments as its message carries them, and its record's
+        payload."""
         try:
             # Plain JSON data (always, for a task with a payload model) encodes the same with
             # the standard library as with kombu's encoder, and serves the record as well.
             arguments = json.dumps(job.kwargs)
-            payload = f'{{"args": [], "kwargs": {arguments}}}'
+            return arguments, f'{{"args": [], "kwargs": {arguments}}}'
         except TypeError:  # dates and the like: kombu's typed encoding, as Celery would send
             arguments = json_dumps(job.kwargs)
-            payload = json.dumps({"args": [], "kwargs": job.kwargs}, default=str)
+            return arguments, json.dumps({"args": [], "kwargs": job.kwargs}, default=str)
+
+    def size_bound(self, arguments: str) -> int:
+        """An upper bound of the length of a message whose arguments encode to ``arguments``."""
+        literal = sum(len(part) for part in self.parts[::2])
+        body = len(arguments) + len(self.embed) + 8
+        # id and tag (quoted uuids), two times, the base64 body, the capped repr escaped.
+        return literal + 2 * 38 + 2 * 32 + 4 * (body // 3 + 1) + 2 + 6 * REPR_MAX + 2
+
+    def message(self, job: Job, now: float, arguments: str) -> str:
+        """The envelope of ``job`` (its arguments encoded by :meth:`encode`), as JSON text."""
         body = f"[[], {arguments}, {self.embed}]"
         values = {
             _ID: f'"{job.id}"',  # a uuid4: nothing to escape
@@ -211,9 +222,7 @@ class _Template:
             _TAG: '"' + str(uuid.uuid4()) + '"',
         }
         parts = self.parts
-        return "".join(
-            part if n % 2 == 0 else values[part] for n, part in enumerate(parts)
-        ), payload
+        return "".join(part if n % 2 == 0 else values[part] for n, part in enumerate(parts))
 
 
 class _Sender:
@@ -356,24 +365,30 @@ def enqueue_many(
     with _channel(f"{len(batch)} {target.name} job(s)") as channel:
         template = _Template(_Publisher(channel, target, queue_name), countdown, eta, trace)
         status = "scheduled" if template.mode == "park" or template.due else "pending"
-        # Every message is built and measured before any is sent: a batch is all or nothing.
-        rows: list[list[Any]] = []
-        for n, job in enumerate(batch):
-            now = time.time()
-            message, payload = template.message(job, now)
-            check_size(message, f"payload #{n}")
-            rows.append([job.id, now, template.due or now, payload, message, template.due or 0])
+        # Every message is measured before any is sent (a batch is all or nothing): by a bound
+        # from its encoded arguments, and exactly where the bound is over the limit.
+        limit = int(get_settings().asynq_max_payload)
+        encoded = [template.encode(job) for job in batch]
+        for n, (job, (arguments, _)) in enumerate(zip(batch, encoded, strict=True)):
+            if template.size_bound(arguments) > limit:
+                check_size(template.message(job, time.time(), arguments), f"payload #{n}")
         try:
             with channel.conn_or_acquire() as client, _Sender(client) as sender:
-                # Each chunk is written as it is packed: Redis runs one while the next is packed.
-                for start in range(0, len(rows), BATCH_CHUNK):
+                # Each chunk is sent as soon as it is built: Redis runs one while the next is
+                # being built, and the replies are read at the end.
+                for start in range(0, len(batch), BATCH_CHUNK):
+                    rows: list[list[Any]] = []
+                    for job, (arguments, payload) in zip(
+                        batch[start : start + BATCH_CHUNK],
+                        encoded[start : start + BATCH_CHUNK],
+                        strict=True,
+                    ):
+                        now = time.time()
+                        message = template.message(job, now, arguments)
+                        due = template.due
+                        rows.append([job.id, now, due or now, payload, message, due or 0])
                     call = batch_args(
-                        template.key,
-                        target.name,
-                        queue_name,
-                        status,
-                        template.mode,
-                        rows[start : start + BATCH_CHUNK],
+                        template.key, target.name, queue_name, status, template.mode, rows
                     )
                     calls.append(call)
                     sender.send(script("publish_batch").command(*call))

@@ -134,7 +134,7 @@ def orphans(
     queues: list[str],
     older_than: float,
     cursors: dict[str, float],
-    limit: int = 200,
+    limit: int = 1000,
 ) -> list[Orphan]:
     """Records unfinished and unchanged for ``older_than`` seconds, of ``queues``, whose
     message is on no list of theirs, not parked and not held.
