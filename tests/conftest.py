@@ -74,6 +74,15 @@ def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
 
 
 @pytest.fixture
+def broker(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test's own (to stop, restart or fill), in its own scratch dir."""
+    server = RedisServer(tmp_path / "broker", appendonly=False)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
 def raw_redis(redis_server: RedisServer) -> Iterator[redis.Redis]:
     """A client of the private server that returns bytes, on a flushed database: scripts hand
     back items byte for byte."""

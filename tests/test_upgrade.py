@@ -14,7 +14,6 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -81,14 +80,6 @@ def old_release() -> Path:
             tasks = (tree / "tests" / "e2e_tasks.py").read_text()
             assert f'name="{name}"' in tasks, f"{name} is not a task in {tree}"
     return home
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "broker", appendonly=False)
-    server.start()
-    yield server
-    server.stop()
 
 
 class OldRelease:
