@@ -21,4 +21,7 @@ RUN uv sync --frozen --no-default-groups --extra postgres && chown -R app:app /a
 USER app
 # The worker's probe; the web and flower services override it in docker-compose.yml.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 CMD ["worker-app", "health"]
+# SIGTERM stops the worker within ASYNQ_SHUTDOWN_TIMEOUT (25s): give it a grace of at least
+# that + 5s (docker stop -t 30, compose's stop_grace_period, Kubernetes' default 30s).
+STOPSIGNAL SIGTERM
 CMD ["celery", "-A", "worker_app", "worker", "-Q", "critical,default,low"]

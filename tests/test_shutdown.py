@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -15,7 +16,7 @@ from celery.result import AsyncResult
 
 from tests import e2e_tasks
 from tests.conftest import Worker, child_env, wait_until
-from worker_app import app
+from worker_app import app, jobs
 
 pytestmark = pytest.mark.fault
 
@@ -85,3 +86,60 @@ def test_a_sigterm_releases_every_ack_so_no_finished_job_runs_again(
     finally:
         second.stop()
     assert [redis_client.llen(k) for k in keys] == [1] * 8
+
+
+def test_sigterm_gives_back_held_jobs_at_once_and_exits_inside_a_30s_grace(
+    tmp_path: Path, redis_client: redis.Redis
+) -> None:
+    """The orchestrator's case with the default ASYNQ_SHUTDOWN_TIMEOUT (25 s): SIGTERM with a
+    60 s task running and two short jobs held but not started; SIGKILL at 30 s (Kubernetes'
+    default grace). The worker exits 0 before the kill; the two short jobs start on another
+    worker within 2 s of the SIGTERM, the long one within 2 s of the exit (it runs twice)."""
+    long_key, short_keys = f"long:{uuid.uuid4()}", [f"short:{uuid.uuid4()}" for _ in range(2)]
+    long_id = e2e_tasks.sleepy.apply_async(
+        (long_key, 60, True), time_limit=120, soft_time_limit=110
+    ).id
+    for key in short_keys:
+        e2e_tasks.sleepy.delay(key, 0.5)
+    # One process: its first fetch holds all three, the long one runs, the short ones wait.
+    env = child_env(ASYNQ_SHUTDOWN_TIMEOUT="25s")  # the default (the suite's is shorter)
+    first = Worker(tmp_path / "first.log", env, concurrency=1).start()
+    wait_until(lambda: redis_client.llen(long_key) == 1, 30, "the long task to start")
+
+    def both_held() -> bool:
+        values = redis_client.hvals("unacked")
+        return sum(any(k in v for k in short_keys) for v in values) == 2
+
+    wait_until(both_held, 10, "the short jobs to be held")
+    assert not any(redis_client.llen(key) for key in short_keys)
+    second = Worker(tmp_path / "second.log", child_env(), concurrency=2).start()
+    try:
+        assert first.process is not None
+        signalled = time.time()
+        first.process.send_signal(signal.SIGTERM)
+        try:
+            code = first.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            first.process.kill()
+            raise AssertionError("still shutting down at 30 s:\n" + first.log()[-3000:]) from None
+        exited = time.time()
+        assert code == 0, first.log()[-3000:]
+        wait_until(lambda: redis_client.llen(long_key) == 2, 10, "the long task to start again")
+        starts = {
+            key: [json.loads(r)["at"] for r in redis_client.lrange(key, 0, -1)]
+            for key in [long_key, *short_keys]
+        }
+    finally:
+        jobs.store().cancel(long_id)  # the second run stops at once (it checks)
+        second.stop()
+    short_after = [starts[key][0] - signalled for key in short_keys]
+    long_after = starts[long_key][1] - exited
+    print(
+        f"SIGTERM with a 60 s task and 2 held: exit {code} after {exited - signalled:.1f}s; "
+        f"short jobs started {', '.join(f'{s:.2f}s' for s in short_after)} after the signal; "
+        f"the long task again {long_after:.2f}s after the exit"
+    )
+    assert all(len(starts[key]) == 1 for key in short_keys)  # given back unrun, run once
+    assert all(0 <= s < 2.0 for s in short_after), short_after
+    assert long_after < 2.0, long_after
+    assert exited - signalled < 25.0 + 1.0

@@ -24,26 +24,20 @@ from pydantic import BaseModel, ValidationError
 from worker_app import concurrency, jobs, keys, ratelimit, waits
 from worker_app.broker.publish import publish_once
 from worker_app.config import get_settings
-from worker_app.dlq_store import Entry
 from worker_app.errors import (
     BrokerUnavailable,
     Cancelled,
     Deferred,
     InvalidPayload,
     PermanentError,
-    PoisonPill,
     RateLimited,
     TooManyJobs,
     UnsafeSerializer,
 )
-from worker_app.failures import handle_failure
+from worker_app.failures import entry_for, handle_failure
 from worker_app.queues import check_queue
-from worker_app.redis_client import get_redis
 
 logger = logging.getLogger(__name__)
-
-#: Starts without an end, in a row, after which a job is a poison pill.
-POISON_DEATHS = 3
 
 # Celery's own control flow passes through untouched.
 _CONTROL = (Retry, Ignore, Reject)
@@ -191,20 +185,7 @@ class BaseTask(Task[Any, Any]):
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.request.called_directly:
             return super().__call__(*args, **kwargs)
-        # Only a message put back after its worker process was lost comes back "redelivered";
-        # first deliveries pay nothing for poison-pill detection.
-        if not (self.request.delivery_info or {}).get("redelivered"):
-            return self._execute(args, kwargs)
-        deaths_key = keys.DEATHS + str(self.request.id)
-        pipe = get_redis().pipeline(transaction=True)
-        pipe.incr(deaths_key)
-        pipe.expire(deaths_key, keys.DEATHS_TTL)
-        if int(pipe.execute()[0]) >= POISON_DEATHS:
-            get_redis().delete(deaths_key)
-            raise PoisonPill(f"killed its pool process {POISON_DEATHS} times in a row")
-        result = self._execute(args, kwargs)
-        get_redis().delete(deaths_key)
-        return result
+        return self._execute(args, kwargs)
 
     def _execute(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         request = self.request
@@ -315,32 +296,10 @@ class BaseTask(Task[Any, Any]):
     def on_failure(
         self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any
     ) -> None:
-        """Hand every job that ends failed to the failure handler, with its whole context."""
+        """Dead-letter a job that ends failed when it ran eagerly. In a worker, its main
+        process does it before the message is acked (:mod:`worker_app.request`)."""
         request = self.request
-        if isinstance(exc, InvalidPayload):
-            reason = "invalid_payload"
-        elif isinstance(exc, PoisonPill):
-            reason = "poison_pill"
-        elif isinstance(exc, PermanentError):
-            reason = "permanent_error"
-        else:
-            reason = "retries_exhausted"
-        delivery = request.delivery_info or {}
-        headers = dict(request.headers or {})
-        handle_failure(
-            Entry(
-                task_id=task_id,
-                task_name=self.name,
-                args=list(args or ()),
-                kwargs=dict(kwargs or {}),
-                queue=str(delivery.get("routing_key") or self.queue_name or ""),
-                headers=headers,
-                reason=reason,
-                exc_type=type(exc).__name__,
-                exc_message=str(exc),
-                traceback=str(einfo) if einfo is not None else "",
-                attempts=request.retries + 1,
-                first_enqueued_at=waits.as_float(headers.get(keys.FIRST_ENQUEUED_AT)),
-                hostname=str(request.hostname or ""),
-            )
-        )
+        if not request.is_eager:
+            return
+        traceback = str(einfo) if einfo is not None else ""
+        handle_failure(entry_for(self.name, self.queue_name or "", request, exc, traceback))

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from datetime import date
+from pathlib import Path
 from typing import Any, NoReturn
 
 import click
@@ -40,6 +42,47 @@ def config_command(as_json: bool) -> None:
         if isinstance(value, dict):
             value = ",".join(f"{queue}:{weight}" for queue, weight in value.items())
         click.echo(f"{name:<{width}}  {'' if value is None else value}")
+    for warning in grace_warnings(Path("docker-compose.yml")):
+        click.echo(f"warning: {warning}", err=True)
+
+
+#: What a stopping worker needs beyond ASYNQ_SHUTDOWN_TIMEOUT before the orchestrator's kill.
+GRACE_MARGIN = 5.0
+
+
+def grace_warnings(compose_file: Path) -> list[str]:
+    """A line for each service of ``compose_file`` running a worker whose ``stop_grace_period``
+    is shorter than ``ASYNQ_SHUTDOWN_TIMEOUT`` + 5 s (compose's default is 10 s)."""
+    import yaml  # only here: the other commands start without it
+
+    try:
+        services = (yaml.safe_load(compose_file.read_text()) or {}).get("services") or {}
+    except (OSError, yaml.YAMLError, AttributeError):
+        return []
+    timeout = get_settings().asynq_shutdown_timeout.total_seconds()
+    out = []
+    for name, service in services.items():
+        command = service.get("command") if isinstance(service, dict) else None
+        words = [str(w) for w in command] if isinstance(command, list) else str(command).split()
+        if "celery" not in words or "worker" not in words:
+            continue
+        grace = parse_duration(str(service.get("stop_grace_period") or "10s"))
+        if grace is not None and grace < timeout + GRACE_MARGIN:
+            out.append(
+                f"{compose_file}: service {name!r} has stop_grace_period {grace:g}s, shorter "
+                f"than ASYNQ_SHUTDOWN_TIMEOUT ({timeout:g}s) + {GRACE_MARGIN:g}s: it can be "
+                "killed before it has put its running jobs back"
+            )
+    return out
+
+
+def parse_duration(text: str) -> float | None:
+    """Seconds in a compose duration (``30s``, ``1m30s``, ``500ms``); None if unreadable."""
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001, "us": 1e-6}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|us|h|m|s)", text.strip())
+    if not parts or "".join(n + u for n, u in parts) != text.strip():
+        return None
+    return sum(float(n) * units[u] for n, u in parts)
 
 
 @cli.command("enqueue")

@@ -122,7 +122,7 @@ class Settings(BaseSettings):
     asynq_retry_backoff: Duration = timedelta(seconds=15)
     asynq_retry_backoff_max: Duration = timedelta(hours=1)
     asynq_task_timeout: Duration = timedelta(minutes=5)
-    asynq_shutdown_timeout: Duration = timedelta(seconds=30)
+    asynq_shutdown_timeout: Duration = timedelta(seconds=25)
     asynq_visibility_timeout: Duration = timedelta(seconds=60)
     asynq_retention: Duration = timedelta(hours=24)
     asynq_dlq_retention: Duration = timedelta(days=90)

@@ -2,30 +2,54 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from typing import Any
 
 from celery import bootsteps
 from celery.worker.consumer import Consumer as CeleryConsumer
 
-from worker_app.poison import dead_letter as _dead_letter
+from worker_app import dlq, keys
+from worker_app.errors import PoisonPill
+from worker_app.failures import dead_letter_then_ack
 from worker_app.poison import message_entry, raw_entry
 from worker_app.stats import COUNTERS
 from worker_app.waits import WAITS
 
 
-def dead_letter(entry: Any) -> None:
-    COUNTERS.dead_lettered += 1
-    _dead_letter(entry)
-
-
 def dead_letter_item(item: bytes, queue: str, exc: Exception) -> bool:
     """Dead-letter bytes taken off ``queue`` that are no message; True once stored (an error
     leaves the item held: it comes back and is dead-lettered again)."""
-    from worker_app import dlq
-
     dlq.add(raw_entry(item, queue, exc))
     COUNTERS.dead_lettered += 1
     return True
+
+
+def dead_letter_poison(payload: dict[str, Any], queue: str, tag: str) -> bool:
+    """Dead-letter a held message whose runs died ``POISON_DEATHS`` times in a row, releasing
+    it in the same step; True once stored (an error leaves it held)."""
+    headers = payload.get("headers") or {}
+    raw = _body_bytes(payload)
+    exc = PoisonPill(f"its runs killed their process {keys.POISON_DEATHS} times in a row")
+    entry = raw_entry(raw, queue, exc, reason="poison_pill", headers=headers)
+    try:
+        args, kwargs, _embed = json.loads(raw)
+        entry.args, entry.kwargs, entry.raw = list(args), dict(kwargs), None
+    except (ValueError, TypeError):
+        pass  # kept raw
+    entry.attempts = int(headers.get("retries") or 0) + 1
+    job_id = str(headers.get("id") or "")
+    dlq.add_held(entry, tag, job_id)
+    COUNTERS.dead_lettered += 1
+    return True
+
+
+def _body_bytes(payload: dict[str, Any]) -> bytes:
+    body = payload.get("body") or ""
+    encoding = (payload.get("properties") or {}).get("body_encoding")
+    if encoding == "base64":
+        return base64.b64decode(body)
+    return body.encode("utf-8", "surrogateescape") if isinstance(body, str) else bytes(body)
 
 
 def observe_wait(queue: str, message: dict[str, Any]) -> None:
@@ -78,22 +102,36 @@ class Consumer(CeleryConsumer):
         every job it takes is counted."""
         channel.worker_name = str(self.hostname)
         channel.on_bad_item = dead_letter_item
+        channel.on_poison = dead_letter_poison
         channel.on_held = observe_wait
 
+    # Each is dead-lettered (its record ended, its message released, in one step) before
+    # Celery's own handling acks or rejects the message.
+
     def on_decode_error(self, message: Any, exc: Exception) -> None:
-        dead_letter(message_entry(message, exc, "undecodable"))
-        super().on_decode_error(message, exc)
+        entry = message_entry(message, exc, "undecodable")
+        _dead_letter(message, entry, lambda: super(Consumer, self).on_decode_error(message, exc))
 
     def on_unknown_message(self, body: Any, message: Any) -> None:
-        dead_letter(
-            message_entry(message, NotACeleryMessage("not a Celery task message"), "undecodable")
+        exc = NotACeleryMessage("not a Celery task message")
+        entry = message_entry(message, exc, "undecodable")
+        _dead_letter(
+            message, entry, lambda: super(Consumer, self).on_unknown_message(body, message)
         )
-        super().on_unknown_message(body, message)
 
     def on_unknown_task(self, body: Any, message: Any, exc: Exception) -> None:
-        dead_letter(message_entry(message, exc, "unknown_task"))
-        super().on_unknown_task(body, message, exc)
+        entry = message_entry(message, exc, "unknown_task")
+        _dead_letter(
+            message, entry, lambda: super(Consumer, self).on_unknown_task(body, message, exc)
+        )
 
     def on_invalid_task(self, body: Any, message: Any, exc: Exception) -> None:
-        dead_letter(message_entry(message, exc, "undecodable"))
-        super().on_invalid_task(body, message, exc)
+        entry = message_entry(message, exc, "undecodable")
+        _dead_letter(
+            message, entry, lambda: super(Consumer, self).on_invalid_task(body, message, exc)
+        )
+
+
+def _dead_letter(message: Any, entry: Any, then: Any) -> None:
+    COUNTERS.dead_lettered += 1
+    dead_letter_then_ack(message, entry, then)

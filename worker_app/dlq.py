@@ -69,7 +69,31 @@ def default_actor() -> str:
 
 def add(entry: Entry) -> None:
     """Dead-letter ``entry``: one ERROR line, and trimming logged with its counts."""
-    by_age, by_size = store().add(entry)
+    _logged(entry, *store().add(entry))
+
+
+def add_held(entry: Entry, tag: str, job_id: str) -> bool:
+    """Dead-letter ``entry``, end its job failed and release its message held under ``tag``, in
+    one step (see :meth:`Store.add_held`). False when the message is no longer held.
+
+    Raises:
+        redis.RedisError: nothing was released; the message is still held.
+    """
+    retention = int(max(1, get_settings().asynq_retention.total_seconds()))
+    trimmed = store().add_held(entry, tag, job_id, retention)
+    if trimmed is None:
+        logger.warning(
+            "%s[%s] not dead-lettered: its message is no longer held (it went back on %s)",
+            entry.task_name or "(undecodable)",
+            entry.task_id,
+            entry.queue or "its queue",
+        )
+        return False
+    _logged(entry, *trimmed)
+    return True
+
+
+def _logged(entry: Entry, by_age: int, by_size: int) -> None:
     logger.error(
         "dead-lettered %s[%s] reason=%s attempts=%d queue=%s: %s: %s",
         entry.task_name or "(undecodable)",

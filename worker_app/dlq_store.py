@@ -17,7 +17,7 @@ from typing import Any, Literal, get_args
 import redis
 
 from worker_app import keys
-from worker_app.broker.registry import script
+from worker_app.broker.registry import now_iso, script
 
 Reason = Literal[
     "retries_exhausted",
@@ -126,24 +126,32 @@ class Store:
         self.retention = retention_seconds
         self.max_size = max_size
 
+    def _args(self, entry: Entry) -> list[Any]:
+        """``dlq_add.lua``'s arguments for ``entry``."""
+        dims = [getattr(entry, name) or "" for name in DIMENSIONS.values()]
+        cutoff = time.time() - self.retention
+        raw = json.dumps(entry.to_dict(), default=str)
+        return [entry.task_id, raw, f"{entry.failed_at:.6f}", cutoff, self.max_size, *dims]
+
     def add(self, entry: Entry) -> tuple[int, int]:
         """Write ``entry`` (replacing one with the same task id); return what was trimmed
         as (by retention, by size)."""
-        dims = [getattr(entry, name) or "" for name in DIMENSIONS.values()]
-        cutoff = time.time() - self.retention
-        result = script("dlq_add")(
-            self.client,
-            [],
-            [
-                entry.task_id,
-                json.dumps(entry.to_dict(), default=str),
-                f"{entry.failed_at:.6f}",
-                cutoff,
-                self.max_size,
-                *dims,
-            ],
-        )
+        result = script("dlq_add")(self.client, [], self._args(entry))
         return int(result[0]), int(result[1])
+
+    def add_held(
+        self, entry: Entry, tag: str, job_id: str, record_retention: int
+    ) -> tuple[int, int] | None:
+        """Write ``entry``, end its job ``failed`` and release the message held under ``tag``,
+        in one step. Returns what was trimmed, or None when ``tag`` is no longer held (its
+        lease lapsed and it went back on its queue: nothing was written)."""
+        now = time.time()
+        error = f"{entry.exc_type}: {entry.exc_message}"[:2000]
+        args = [tag, job_id, *self._args(entry), now, now_iso(now), record_retention, error]
+        result = script("dead")(self.client, [], args)
+        if not int(result[0]):
+            return None
+        return int(result[1]), int(result[2])
 
     def get(self, task_id: str) -> Entry | None:
         raw = self.client.get(keys.DLQ_ENTRY + task_id)

@@ -55,10 +55,17 @@ DLQ_HISTORY_MAX = 10_000
 DLQ_TRIMMED = f"{PREFIX}:dlq:trimmed"
 
 # Poison pills ------------------------------------------------------------------------------
-#: INTEGER per task id: how many times running it killed its pool process in a row.
+#: INTEGER per job id: how many of its runs in a row died with their process (a pool process
+#: lost, or a worker lost while running it). Any other end of a run deletes it.
 DEATHS = f"{PREFIX}:deaths:"
 #: Seconds a death count is kept: long enough to see the redeliveries of one message.
 DEATHS_TTL = 24 * 3600
+#: Deaths in a row after which the fetch dead-letters a job as ``poison_pill`` instead of
+#: running it again.
+POISON_DEATHS = 3
+#: SET of the tags of held messages whose task has started (the worker writes it when a pool
+#: process accepts the job): a lost worker's lease recovered for one of them is a death.
+RUNNING = f"{PREFIX}:held:running"
 
 # Job records ------------------------------------------------------------------------------
 #: HASH per job id: type, queue, status, timestamps (Unix seconds), attempts, last error,

@@ -10,9 +10,8 @@ import traceback
 from typing import Any
 
 from worker_app.dlq_store import Entry
-from worker_app.failures import handle_failure as dead_letter
 
-__all__ = ["dead_letter", "message_entry", "raw_entry"]
+__all__ = ["message_entry", "raw_entry"]
 
 logger = logging.getLogger(__name__)
 

@@ -1,9 +1,15 @@
-"""The worker-side request of every task: success ends the job record with the ack, and hard
-time limits are retried.
+"""The worker-side request of every task: success ends the job record with the ack, a failure
+is dead-lettered before the ack, deaths are told apart from requeues, and hard time limits are
+retried.
 
 A job that succeeded is marked so in the same call that releases its message (the worker's
 fetch script, worker_app.broker.fetch), so a success costs the pool process no round trip (one,
 to keep the result, when the task returned something).
+A job that failed is dead-lettered by this (the main) process in the same step that releases its
+message, and only then acked (worker_app.failures).
+A pool process that died running the job (killed, crashed) puts the message back as a *death* of
+the job; a requeue by this worker's own shutdown or a cancel is none. The fetch dead-letters a
+job whose runs died ``POISON_DEATHS`` times in a row instead of running it again.
 When the pool kills an attempt for exceeding the hard time limit, vanilla Celery marks the job
 failed at once; here it is retried with the usual backoff and dead-lettered once retries run out.
 """
@@ -16,11 +22,12 @@ from typing import Any
 from billiard.einfo import ExceptionWithTraceback  # type: ignore[attr-defined]
 from billiard.exceptions import WorkerLostError
 from celery.exceptions import Ignore, Reject, Retry, Terminated, TimeLimitExceeded
+from celery.worker import state
 from celery.worker.request import Request as CeleryRequest
 from celery.worker.state import task_ready
 
-from worker_app import keys
-from worker_app.redis_client import get_redis
+from worker_app import shutdown
+from worker_app.failures import dead_letter_then_ack, entry_for
 from worker_app.stats import COUNTERS
 
 logger = logging.getLogger(__name__)
@@ -32,6 +39,8 @@ class Request(CeleryRequest):
     # Set by Celery; declared for the type checker (the task is a worker_app BaseTask).
     _context: Any
     _message: Any
+    _already_cancelled: bool
+    _already_revoked: bool
     task: Any
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -55,6 +64,25 @@ class Request(CeleryRequest):
         self._note_success(failed__retval__runtime)
         return super().on_success(failed__retval__runtime, **kwargs)
 
+    def execute_using_pool(self, pool: Any, **kwargs: Any) -> Any:
+        if shutdown.stopping():
+            # Reaches the pool after the worker began to stop (its ETA came due): given back.
+            task_ready(self)
+            self.reject(requeue=True)
+            return None
+        return super().execute_using_pool(pool, **kwargs)
+
+    def on_accepted(self, pid: str, time_accepted: float) -> None:
+        super().on_accepted(pid, time_accepted)
+        # Marked in Redis so that a lost worker's lease recovered for it counts a death.
+        message = self._message
+        started = getattr(getattr(getattr(message, "channel", None), "qos", None), "started", None)
+        if started is not None:
+            try:
+                started(message.delivery_tag, self.id)
+            except Exception:  # noqa: BLE001 - a start not marked only weakens poison detection
+                logger.exception("start of %s not marked", self.id)
+
     def on_failure(
         self, exc_info: Any, send_failed_event: bool = True, return_ok: bool = False
     ) -> Any:
@@ -64,12 +92,31 @@ class Request(CeleryRequest):
             COUNTERS.retried += 1
         elif isinstance(exc, Ignore | Terminated):
             COUNTERS.cancelled += 1
-        elif isinstance(exc, WorkerLostError | Reject):  # back on the queue
+        elif isinstance(exc, WorkerLostError | Reject | SystemExit | KeyboardInterrupt):
+            if not isinstance(exc, Reject) and self._died_running():
+                self._message.died = True  # its requeue counts a death of the job
             COUNTERS.requeued += 1
-        else:
+        elif not isinstance(exc, MemoryError | TimeLimitExceeded):  # on_timeout's
             COUNTERS.failed += 1
             COUNTERS.dead_lettered += 1
+            # Dead-lettered before Celery acks the message: never acked without its entry.
+            entry = entry_for(
+                self.task.name, self.task.queue_name or "", self._context, exc, exc_info.traceback
+            )
+            task_ready(self)
+            dead_letter_then_ack(
+                self._message,
+                entry,
+                lambda: CeleryRequest.on_failure(self, exc_info, send_failed_event, return_ok),
+            )
+            return None
         return super().on_failure(exc_info, send_failed_event, return_ok)
+
+    def _died_running(self) -> bool:
+        """Whether this job's pool process died on its own (not stopped by this worker)."""
+        return not (
+            self._already_cancelled or self._already_revoked or state.should_terminate is not None
+        )
 
     def on_timeout(self, soft: bool, timeout: float) -> None:
         if soft:
@@ -79,16 +126,14 @@ class Request(CeleryRequest):
         if retries >= limit:
             COUNTERS.failed += 1
             COUNTERS.dead_lettered += 1
-            # Exhausted: Celery marks the failure and calls on_failure, which dead-letters it.
-            self.task.request_stack.push(self._context)
-            try:
-                return super().on_timeout(soft, timeout)
-            finally:
-                self.task.request_stack.pop()
+            # Exhausted: dead-lettered before Celery marks the failure and acks the message.
+            exc = TimeLimitExceeded(timeout)
+            entry = entry_for(self.task.name, self.task.queue_name or "", self._context, exc, "")
+            task_ready(self)
+            dead_letter_then_ack(self._message, entry, lambda: self._time_out(soft, timeout))
+            return None
         task_ready(self)
         COUNTERS.retried += 1
-        # The pool killed it for its time, not because it crashed: not a poison-pill death.
-        get_redis().delete(keys.DEATHS + self.id)
         delay, bound = self.task.retry_delay(retries)
         exc = TimeLimitExceeded(timeout)
         self.task.signature_from_request(
@@ -108,3 +153,11 @@ class Request(CeleryRequest):
             bound,
         )
         return None
+
+    def _time_out(self, soft: bool, timeout: float) -> None:
+        """Celery's own handling of an exhausted hard time limit: mark, hooks, ack."""
+        self.task.request_stack.push(self._context)
+        try:
+            super().on_timeout(soft, timeout)
+        finally:
+            self.task.request_stack.pop()

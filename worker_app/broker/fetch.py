@@ -59,10 +59,13 @@ RETRY_AFTER = 0.5
 
 #: A delivery to release: its tag, its job's id, and how the job ended: 'succeeded', 'ended'
 #: (without a result or a recorded failure: a record still active ends failed), or '' (nothing
-#: to record: not a job, or its record has moved on already).
+#: to record: not a job, or its record has moved on already). Or a start to mark: 'started'
+#: (a pool process started the task; nothing is released).
 Ack = tuple[str, str, str]
 #: Dead-letters an item taken off ``queue`` that is no message; True once it is stored.
 BadItemHandler = Callable[[bytes, str, Exception], bool]
+#: Dead-letters a held message whose runs died too often, and releases it; True once stored.
+PoisonHandler = Callable[[dict[str, Any], str, str], bool]
 
 
 class Phase(enum.Enum):
@@ -82,6 +85,8 @@ class FetchingChannel:
     on_bad_item: BadItemHandler | None = None
     #: Injected by the worker: told of every message held and about to be delivered.
     on_held: Callable[[str, dict[str, Any]], None] | None = None
+    #: Injected by the worker: dead-letters a poison message (else it is delivered).
+    on_poison: PoisonHandler | None = None
 
     phase = Phase.READY
     #: The lists may hold messages: fetch rather than wait.
@@ -329,9 +334,13 @@ class FetchingChannel:
                 tag = envelope.held_tag(item, verdict)
                 self._dead_letter(item, queue, tag, error)
                 continue
-            if verdict == "held" and self.on_held is not None:
+            if verdict == "poison" and self.on_poison is not None:
+                self._dead_letter_poison(payload, queue, str(payload["properties"]["delivery_tag"]))
+                continue
+            held = verdict in ("held", "poison")
+            if held and self.on_held is not None:
                 self.on_held(queue, payload)
-            self.delivering_held = verdict == "held"
+            self.delivering_held = held
             try:
                 self.connection._deliver(payload, queue)
             except Exception as exc:  # deliver the rest of the batch; raise the first error
@@ -356,6 +365,16 @@ class FetchingChannel:
         if stored and tag:
             self.add_ack((tag, "", ""))
             self.more = True  # a fetch will carry the release
+
+    def _dead_letter_poison(self: Any, payload: dict[str, Any], queue: str, tag: str) -> None:
+        """Dead-letter a message whose runs died too often, releasing it in the same step; an
+        error leaves it held (it comes back, and is dead-lettered then)."""
+        handler = self.on_poison
+        try:
+            if handler is not None and handler(payload, queue, tag):
+                return
+        except Exception:  # noqa: BLE001 - kept held; the sweep brings it back
+            logger.exception("could not dead-letter a poison message of %s; kept held", queue)
 
 
 def _log_not_run(item: bytes, verdict: str) -> None:

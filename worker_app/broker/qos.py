@@ -55,9 +55,28 @@ class QoS(kombu_redis.QoS):
         if not self.can_consume():  # no fetch will come to carry it
             self._flush_acks()
 
+    def started(self, delivery_tag: Any, job_id: str) -> None:
+        """A pool process started the task of ``delivery_tag``: marked in Redis with the next
+        fetch, or at once when none is coming soon (a lost worker's lease recovered for a
+        started task then counts a death of its job)."""
+        channel: Any = self.channel
+        mark = (str(delivery_tag), job_id, "started")
+        # Started during its own delivery (a pool that runs it in this thread): no fetch comes
+        # before it ends.
+        if channel.ack_later() and not channel.delivering_held:
+            channel.add_ack(mark)
+            if not self.can_consume():  # no fetch will come to carry it
+                self._flush_acks()
+            return
+        self._release_now(mark)
+
     def reject(self, delivery_tag: Any, requeue: bool = False) -> None:
         if requeue:
-            self.restore_by_tag(delivery_tag, leftmost=True)
+            # A message whose pool process died running it says so (``died``): a death.
+            message = (self._delivered or {}).get(delivery_tag)
+            why = "died" if getattr(message, "died", False) else "back"
+            with self.channel.conn_or_acquire() as conn:  # type: ignore[attr-defined]
+                restore(conn, [str(delivery_tag)], head=True, why=why)
             _virtual_ack(self, delivery_tag)
         else:
             ack = self._ack_of(delivery_tag, "ended")

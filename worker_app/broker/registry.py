@@ -37,6 +37,8 @@ SCRIPT_KEYS: dict[str, str] = {
     "held": keys.HELD,
     "held_index": keys.HELD_INDEX,
     "held_raw": keys.HELD_RAW,
+    "running": keys.RUNNING,
+    "deaths": keys.DEATHS,
     "delayed": keys.DELAYED,
     "wake": keys.WAKE,
     "celery_result": keys.CELERY_RESULT,
@@ -46,11 +48,13 @@ SCRIPT_KEYS: dict[str, str] = {
     "dlq_values": keys.DLQ_VALUES,
     "dlq_trimmed": keys.DLQ_TRIMMED,
 }
-#: Header names and tag prefixes the scripts read, by the name they use.
+#: Header names, tag prefixes and limits the scripts read, by the name they use.
 SCRIPT_NAMES: dict[str, str] = {
     "publish_once": keys.PUBLISH_ONCE,
     "deferred": keys.DEFERRED,
     "raw_tag": keys.RAW_TAG,
+    "poison_deaths": str(keys.POISON_DEATHS),
+    "deaths_ttl": str(keys.DEATHS_TTL),
 }
 _USE = re.compile(r"^--! use (\w+)\s*$", re.MULTILINE)
 
@@ -179,6 +183,7 @@ NAMES = (
     "orphan",
     "dlq_add",
     "dlq_remove",
+    "dead",
     "concurrency",
     "ratelimit",
 )
@@ -224,6 +229,7 @@ IDEMPOTENT = frozenset(
         "orphan",
         "dlq_add",
         "dlq_remove",
+        "dead",
         "concurrency",
         "release",
     }

@@ -69,11 +69,13 @@ def _plan(tag: str, seen: Any) -> tuple[list[Any], Restored] | None:
 
 
 def restore(
-    client: Any, tags: list[str], *, head: bool, ceiling: float | None = None
+    client: Any, tags: list[str], *, head: bool, ceiling: float | None = None, why: str = "back"
 ) -> list[Restored]:
     """Put the messages held under ``tags`` back on their lists: at the ``head`` (taken last)
     or at the tail (taken next); with ``ceiling``, only those whose lease is no later (a lease
-    renewed meanwhile belongs to a live worker). Returns what went back."""
+    renewed meanwhile belongs to a live worker). ``why`` says whether a run died: 'lost' (the
+    worker was lost: each message whose task had started counts a death of its job), 'died'
+    (its pool process died running it) or 'back' (no death). Returns what went back."""
     done: list[Restored] = []
     for start in range(0, len(tags), RESTORE_BATCH):
         chunk = tags[start : start + RESTORE_BATCH]
@@ -83,7 +85,7 @@ def restore(
             client.hmget(keys.HELD_RAW, raw) if raw else []
         )
         args: list[Any] = [time.time(), keys.WAKE_CAP, "head" if head else "tail"]
-        args.append("" if ceiling is None else ceiling)
+        args += ["" if ceiling is None else ceiling, why]
         planned: dict[str, Restored] = {}
         for tag, seen in zip(plain + raw, values, strict=True):
             plan = _plan(tag, seen) if seen is not None else None
@@ -103,7 +105,7 @@ def sweep(client: Any, visibility_timeout: float, limit: int = 1000) -> list[Res
     tags = [_text(t) for t in client.zrangebyscore(keys.HELD_INDEX, "-inf", ceiling, 0, limit)]
     if not tags:
         return []
-    done = restore(client, tags, head=False, ceiling=ceiling)
+    done = restore(client, tags, head=False, ceiling=ceiling, why="lost")
     for item in done:
         logger.warning(
             "recovered %s[%s] from a lost worker (its lease expired): back on %s",

@@ -65,7 +65,7 @@ class ProtocolChannel(FetchingChannel):
         if len(reply) < 4:
             return None
         verdict, item = reply[2], reply[3]
-        if verdict not in (b"held", "held"):
+        if verdict not in (b"held", "held", b"poison", "poison"):  # a consumer, not a worker
             return None
         message = self.Message(envelope.parse(item), channel=self)
         self.delivering_held = True

@@ -22,3 +22,25 @@ local function dlq_remove(id)
   redis.call('ZREM', K.dlq_index, id)
   return raw
 end
+
+-- Write an entry (replacing one with the same id), then trim what is older than ``cutoff`` and
+-- what is beyond ``max`` entries, counting the trimmed. ``dims`` are its task, reason, queue
+-- and fingerprint. Returns {trimmed by retention, trimmed by size}.
+local function dlq_write(id, raw, score, cutoff, max, dims)
+  dlq_remove(id)
+  redis.call('SET', K.dlq_entry .. id, raw)
+  redis.call('ZADD', K.dlq_index, score, id)
+  for i, pair in ipairs(DLQ_DIMENSIONS) do
+    redis.call('ZADD', K.dlq_by .. pair[1] .. ':' .. dims[i], score, id)
+    redis.call('SADD', K.dlq_values .. pair[1], dims[i])
+  end
+  local expired = redis.call('ZRANGEBYSCORE', K.dlq_index, '-inf', '(' .. cutoff)
+  for _, old in ipairs(expired) do dlq_remove(old) end
+  local over = redis.call('ZCARD', K.dlq_index) - max
+  local oldest = {}
+  if over > 0 then oldest = redis.call('ZRANGE', K.dlq_index, 0, over - 1) end
+  for _, old in ipairs(oldest) do dlq_remove(old) end
+  local trimmed = #expired + #oldest
+  if trimmed > 0 then redis.call('INCRBY', K.dlq_trimmed, trimmed) end
+  return {#expired, #oldest}
+end

@@ -9,13 +9,17 @@
 --   consumer without acks); per slot the queue order (1-based queue positions); per ack its
 --   tag, job id and outcome: 'succeeded' (the job ends so), 'ended' (the task ended otherwise
 --   with no failure recorded, e.g. Celery's Ignore or Reject: a record still active ends
---   failed), or '' (its record was already moved on: a retry, a failure, a requeue).
+--   failed), '' (its record was already moved on: a retry, a failure, a requeue), or
+--   'started' (not a release: a pool process started the task; its tag joins K.running).
+--   A release ends the run: the job's death count is deleted.
 -- Returns: 1 if a take found every list empty (the worker may wait), else 0; then per message
 --   taken: queue position, verdict ('held', 'taken' (not held), 'cancelled', 'duplicate',
 --   'bad'), the item. A held message's tag is its envelope's; a bad item's is H.raw_tag and
 --   the SHA-1 of its bytes.
 --   'bad' items (not a message envelope) are held under a tag of their own until the worker
 --   has dead-lettered them; 'cancelled' and 'duplicate' ones are dropped (their job is over).
+--   A 'poison' message (its runs died H.poison_deaths times in a row) is held, not to be run:
+--   the worker dead-letters it.
 local now, now_iso, hostname, retention = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local nq, steps, slots = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local nacks = tonumber(ARGV[8])
@@ -24,20 +28,32 @@ local acks_at = orders_at + slots * nq + 1
 local ENDED = 'Ended: the task ended without a result or a failure (Ignore or Reject)'
 
 if nacks > 0 then
-  local all, tags, raws = {}, {}, {}
+  local all, tags, raws, started = {}, {}, {}, {}
   for i = 0, nacks - 1 do
     local at = acks_at + 3 * i
     local tag, id, outcome = ARGV[at], ARGV[at + 1], ARGV[at + 2]
-    all[#all + 1] = tag
-    if string.sub(tag, 1, #H.raw_tag) == H.raw_tag then raws[#raws + 1] = tag
-    else tags[#tags + 1] = tag end
-    if outcome == 'succeeded' then
-      finish_record(id, 'succeeded', now, now_iso, retention, nil)
-    elseif outcome == 'ended' and redis.call('HGET', K.job .. id, 'status') == 'active' then
-      finish_record(id, 'failed', now, now_iso, retention, {'last_error', ENDED})
+    if outcome == 'started' then
+      started[#started + 1] = tag
+    else
+      all[#all + 1] = tag
+      if string.sub(tag, 1, #H.raw_tag) == H.raw_tag then raws[#raws + 1] = tag
+      else tags[#tags + 1] = tag end
+      if id ~= '' then redis.call('DEL', K.deaths .. id) end
+      if outcome == 'succeeded' then
+        finish_record(id, 'succeeded', now, now_iso, retention, nil)
+      elseif outcome == 'ended' and redis.call('HGET', K.job .. id, 'status') == 'active' then
+        finish_record(id, 'failed', now, now_iso, retention, {'last_error', ENDED})
+      end
     end
   end
-  redis.call('ZREM', K.held_index, unpack(all))
+  -- A start is marked only while its message is still held (it may have been released already).
+  for _, tag in ipairs(started) do
+    if redis.call('HEXISTS', K.held, tag) == 1 then redis.call('SADD', K.running, tag) end
+  end
+  if #all > 0 then
+    redis.call('ZREM', K.held_index, unpack(all))
+    redis.call('SREM', K.running, unpack(all))
+  end
   if #tags > 0 then redis.call('HDEL', K.held, unpack(tags)) end
   if #raws > 0 then redis.call('HDEL', K.held_raw, unpack(raws)) end
 end
@@ -67,6 +83,13 @@ local function hold(list, queue, item, keep)
   local tag = msg.properties.delivery_tag
   local verdict = start_message(msg, queue, now, hostname)
   if verdict ~= 'run' then return verdict, tag end
+  local id = type(msg.headers) == 'table' and msg.headers.id
+  if type(id) == 'string'
+    and (tonumber(redis.call('GET', K.deaths .. id)) or 0) >= tonumber(H.poison_deaths) then
+    verdict = 'poison'
+  else
+    verdict = 'held'
+  end
   redis.call('ZADD', K.held_index, now, tag)
   local exchange = msg.properties.delivery_info.exchange
   if type(exchange) ~= 'string' then exchange = '' end
@@ -74,7 +97,7 @@ local function hold(list, queue, item, keep)
   -- it came from, so a restore puts it back there.
   redis.call('HSET', K.held, tag, '[' .. item .. ',' .. cjson.encode(exchange) .. ','
     .. cjson.encode(queue) .. ']')
-  return 'held', tag
+  return verdict, tag
 end
 
 local out = {0}
