@@ -187,6 +187,12 @@ class Worker:
         return self.process.returncode
 
 
+class ReplayWorker(Worker):
+    """A worker that also has ``replay.note``, a task no test process imports."""
+
+    include = "tests.e2e_tasks,tests.replay_tasks"
+
+
 @pytest.fixture(scope="module")
 def worker(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
     """A worker on every configured queue, shared by the tests of one module."""

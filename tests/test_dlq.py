@@ -19,6 +19,7 @@ from tests import e2e_tasks
 from tests.conftest import Worker, wait_until
 from worker_app import app, dlq, enqueue, keys
 from worker_app.dlq_store import Entry, Store
+from worker_app.errors import BrokerUnavailable
 
 BROKER_KEYS = ("critical", "default", "low", "unacked", "unacked_index")
 
@@ -287,3 +288,45 @@ def test_failures_group_by_fingerprint_and_replay_by_one_at_a_bounded_rate(
         {"fingerprint": target.fingerprint},
     )
     assert set(record["task_ids"]) == set(three_kinds["timeout"])
+
+
+def test_a_bulk_requeue_stopped_by_redis_keeps_the_audit_record_of_what_it_did(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seeded = [
+        Entry(
+            task_id=str(uuid.uuid4()),
+            task_name="e2e.record",
+            reason="permanent_error",
+            kwargs={"key": f"half-way:{n}", "value": n},
+            queue="default",
+            exc_type="HalfWay",
+            failed_at=time.time() + n,
+        )
+        for n in range(5)
+    ]
+    for entry in seeded:
+        dlq.store().add(entry)
+    newest_first = [e.task_id for e in reversed(seeded)]
+    publish = dlq._publish
+    published: list[str] = []
+
+    def redis_goes_away_after_two(entry: Entry, payload: Any) -> bool:
+        if len(published) == 2:
+            raise BrokerUnavailable("could not publish e2e.record: Redis unreachable")
+        published.append(entry.task_id)
+        return publish(entry, payload)
+
+    monkeypatch.setattr(dlq, "_publish", redis_goes_away_after_two)
+    result = dlq.requeue_many(dlq.Filter(fingerprint=seeded[0].fingerprint), actor="test")
+
+    assert (result.done, result.total, result.refused) == (2, 5, 0)
+    assert result.stopped == f"{newest_first[2]}: could not publish e2e.record: Redis unreachable"
+    assert [dlq.get(i) is None for i in newest_first] == [True, True, False, False, False]
+    record = dlq.history(limit=1)[0]
+    assert (record["count"], record["total"], record["stopped"], record["task_ids"]) == (
+        2,
+        5,
+        result.stopped,
+        newest_first[:2],
+    )

@@ -127,7 +127,11 @@ def requeue_command(
     rate: str | None,
     everything: bool,
 ) -> None:
-    """Put one entry (TASK_ID) or every filtered entry back on its queue."""
+    """Put one entry (TASK_ID) or every filtered entry back on its queue.
+
+    An entry whose task this process does not have is published unchanged, for a worker that
+    has it; --payload needs the task here, to validate the new payload.
+    """
     if task_id:
         data = None
         if payload is not None:
@@ -135,9 +139,10 @@ def requeue_command(
                 data = json.loads(payload)
             except json.JSONDecodeError as exc:
                 _fail(f"--payload is not valid JSON: {exc}")
-        if not _guard(lambda: dlq.requeue(task_id, payload=data)):
+        requeued = _guard(lambda: dlq.requeue(task_id, payload=data))
+        if requeued is None:
             _fail(f"no dead-letter entry {task_id!r}")
-        click.echo(f"requeued {task_id}")
+        click.echo(f"requeued {task_id}" + (f", {requeued.note}" if requeued.note else ""))
         return
     flt = _filter(task, reason, queue, fingerprint)
     if not everything and not flt.given():
@@ -150,7 +155,15 @@ def requeue_command(
             progress=lambda n: click.echo(f"requeued {n}", err=True) if n % 100 == 0 else None,
         )
     )
-    click.echo(f"requeued {result.done}, refused {result.refused}")
+    if result.stopped is not None:
+        _fail(f"requeued {result.done} of {result.total}, stopped: {result.stopped}")
+    line = f"requeued {result.done} of {result.total}, refused {result.refused}"
+    if result.unvalidated:
+        line += (
+            f"; {result.unvalidated} published unchanged: their task is not registered in this "
+            "process, payload not validated"
+        )
+    click.echo(line)
 
 
 @dlq_group.command("delete")
@@ -223,6 +236,8 @@ def history_command(limit: int, as_json: bool) -> None:
         return
     for r in records:
         what = r.get("filter") or ", ".join(r.get("task_ids", [])[:3])
+        if r.get("stopped"):
+            what = f"{what}  stopped after {r['count']} of {r['total']}: {r['stopped']}"
         click.echo(
             f"{_when(r['at'])}  {r['actor']:<16} {r['action']:<8} {r.get('count', 1):>6}  {what}"
         )

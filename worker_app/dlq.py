@@ -6,6 +6,11 @@ unknown and poison messages all write here. From Python::
     from worker_app import dlq
     page = dlq.list_entries(dlq.Filter(reason="retries_exhausted"))
     dlq.requeue("0b9f...", actor="ops")
+
+A requeue validates the payload when this process has the task. When it does not (a task of
+another deployment, or an ``unknown_task`` entry from a worker that lacked it), the original
+message is published unchanged for a worker that has the task, and the audit record says it was
+not validated.
 """
 
 from __future__ import annotations
@@ -19,10 +24,15 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from kombu.exceptions import OperationalError
+from redis import RedisError
+
 from worker_app import keys
+from worker_app.celery import app
 from worker_app.config import get_settings
 from worker_app.dlq_store import REASONS, Entry, Filter, Page, Store, fingerprint
-from worker_app.errors import EnqueueError, WorkerAppError
+from worker_app.errors import BrokerUnavailable, UnknownTask, WorkerAppError
+from worker_app.queues import check_queue
 from worker_app.redis_client import get_redis
 
 __all__ = [
@@ -30,6 +40,7 @@ __all__ = [
     "Entry",
     "Filter",
     "Page",
+    "Requeued",
     "RequeueRefused",
     "add",
     "delete",
@@ -46,8 +57,35 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
+#: Headers a replay keeps from the original message: its trace continues.
+TRACE_HEADERS = ("traceparent", "tracestate")
+#: What ends a bulk requeue early (Redis refusing, an invalid payload); anything else is a bug.
+STOPS = (WorkerAppError, OperationalError, RedisError)
+
+
 class RequeueRefused(WorkerAppError):
-    """The entry cannot be replayed as it is (no task name, or the task is not registered)."""
+    """The entry cannot be replayed as asked (an undecodable message, or a replacement payload
+    for a task this process does not have)."""
+
+
+@dataclass(frozen=True)
+class Requeued:
+    """One entry put back on its queue."""
+
+    task_id: str
+    task_name: str
+    #: False when this process does not have the task: the message went out unchanged.
+    validated: bool
+
+    @property
+    def note(self) -> str:
+        """What an operator should know about how it was published ("" when nothing)."""
+        if self.validated:
+            return ""
+        return (
+            f"published unchanged: task {self.task_name!r} is not registered in this process, "
+            "payload not validated"
+        )
 
 
 @lru_cache(maxsize=1)
@@ -145,22 +183,40 @@ def history(limit: int = 50, task_id: str | None = None) -> list[dict[str, Any]]
     return out
 
 
-def _publish(entry: Entry, payload: Mapping[str, Any] | None) -> None:
+def _publish(entry: Entry, payload: Mapping[str, Any] | None) -> bool:
+    """Publish ``entry`` again under its task id with attempts reset, on its original queue.
+
+    Returns:
+        Whether the payload was validated: False when this process does not have the task
+        and the original message went out unchanged.
+
+    Raises:
+        RequeueRefused: an undecodable message, or a replacement ``payload`` for a task this
+            process does not have (it could not be validated).
+        InvalidPayload: the payload does not match the task's model.
+        BrokerUnavailable: Redis refused the publish.
+    """
     from worker_app.client import get_task
 
     if not entry.task_name or entry.reason == "undecodable":
         raise RequeueRefused(
             f"{entry.task_id}: an undecodable message cannot be replayed; delete it"
         )
+    headers = {k: v for k, v in entry.headers.items() if k in TRACE_HEADERS}
     try:
         task = get_task(entry.task_name)
-    except EnqueueError as exc:
-        raise RequeueRefused(f"{entry.task_id}: {exc}") from None
+    except UnknownTask:
+        if payload is not None:
+            raise RequeueRefused(
+                f"{entry.task_id}: a replacement payload cannot be validated: task "
+                f"{entry.task_name!r} is not registered in this process; requeue it unchanged, "
+                "or from a process that has the task"
+            ) from None
+        _publish_unchanged(entry, headers)
+        return False
     args, kwargs = entry.args, entry.kwargs
     if payload is not None:
         args, kwargs = [], dict(payload)
-    headers = {k: v for k, v in entry.headers.items() if k in ("traceparent", "tracestate")}
-    if payload is not None:
         validate_payload_for(task, args, kwargs)
     # The old FAILURE result would answer for the replay: the job starts over.
     task.backend.forget(entry.task_id)
@@ -169,6 +225,28 @@ def _publish(entry: Entry, payload: Mapping[str, Any] | None) -> None:
     if entry.queue:
         options["queue"] = entry.queue
     task.apply_async(tuple(args), kwargs, task_id=entry.task_id, **options)
+    return True
+
+
+def _publish_unchanged(entry: Entry, headers: dict[str, Any]) -> None:
+    """Publish the original message by task name, for a worker that has the task: same id,
+    arguments and queue, attempt 1. Nothing here can check the payload; that worker will."""
+    queue = check_queue(entry.queue or get_settings().default_queue)
+    headers[keys.FIRST_ENQUEUED_AT] = time.time()
+    app.backend.forget(entry.task_id)
+    try:
+        app.send_task(
+            entry.task_name,
+            list(entry.args),
+            dict(entry.kwargs),
+            task_id=entry.task_id,
+            queue=queue,
+            headers=headers,
+        )
+    except OperationalError as exc:
+        raise BrokerUnavailable(
+            f"could not publish {entry.task_name}: Redis unreachable ({exc})"
+        ) from exc
 
 
 def validate_payload_for(task: Any, args: Any, kwargs: Any) -> None:
@@ -185,27 +263,31 @@ def validate_payload_for(task: Any, args: Any, kwargs: Any) -> None:
 
 def requeue(
     task_id: str, *, actor: str | None = None, payload: Mapping[str, Any] | None = None
-) -> bool:
+) -> Requeued | None:
     """Publish the entry back on its original queue (same task id, attempts reset), then
-    remove it. Returns False when there is no such entry.
+    remove it. Returns None when there is no such entry.
+
+    When this process does not have the task, the original message is published unchanged
+    (``Requeued.validated`` is False, and the audit record says so).
 
     Raises:
-        RequeueRefused: the entry cannot be replayed.
-        InvalidPayload: ``payload`` does not match the task's model.
-        kombu.exceptions.OperationalError: Redis refused the publish; the entry is kept.
+        RequeueRefused: the entry cannot be replayed as asked.
+        InvalidPayload: ``payload`` (or the original one) does not match the task's model.
+        BrokerUnavailable: Redis refused the publish; the entry is kept.
     """
     entry = store().get(task_id)
     if entry is None:
-        return False
-    _publish(entry, payload)
+        return None
+    validated = _publish(entry, payload)
     store().remove(entry)
     _record(
         actor or default_actor(),
         "requeue",
         task_ids=[task_id],
         payload_replaced=payload is not None,
+        validated=validated,
     )
-    return True
+    return Requeued(task_id, entry.task_name, validated)
 
 
 @dataclass(frozen=True)
@@ -214,6 +296,12 @@ class BulkResult:
 
     done: int
     refused: int
+    #: How many entries matched when it started.
+    total: int = 0
+    #: Why it ended before the last entry (None when it went through them all).
+    stopped: str | None = None
+    #: How many went out unchanged because this process does not have their task.
+    unvalidated: int = 0
 
 
 def requeue_many(
@@ -223,32 +311,72 @@ def requeue_many(
     rate: float | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> BulkResult:
-    """Requeue every entry matching ``flt``, at most ``rate`` per second."""
-    done = refused = 0
+    """Requeue every entry matching ``flt``, at most ``rate`` per second.
+
+    An entry that cannot be replayed (undecodable) is counted as refused and skipped. An error
+    that stops it half-way (Redis refusing, an invalid payload) ends it: the result says how many
+    of how many were requeued and why it stopped, and the rest stay in the dead-letter queue.
+    Either way the audit record names what was requeued.
+    """
+    entries = list(store().iter(flt))
+    done = refused = unvalidated = 0
     ids: list[str] = []
+    stopped: str | None = None
     interval = 1.0 / rate if rate else 0.0
     next_at = time.monotonic()
-    for entry in list(store().iter(flt)):
-        if interval:
-            delay = next_at - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            next_at = max(next_at, time.monotonic() - interval) + interval
-        try:
-            _publish(entry, None)
-        except RequeueRefused as exc:
-            logger.warning("not requeued: %s", exc)
-            refused += 1
-            continue
-        store().remove(entry)
-        done += 1
-        ids.append(entry.task_id)
-        if progress is not None:
-            progress(done)
-    _record(
-        actor or default_actor(), "requeue", filter=_describe(flt), count=done, task_ids=ids[:1000]
-    )
-    return BulkResult(done, refused)
+    try:
+        for entry in entries:
+            if interval:
+                delay = next_at - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                next_at = max(next_at, time.monotonic() - interval) + interval
+            try:
+                validated = _publish(entry, None)
+            except RequeueRefused as exc:
+                logger.warning("not requeued: %s", exc)
+                refused += 1
+                continue
+            except STOPS as exc:
+                stopped = f"{entry.task_id}: {exc}"
+                break
+            # Published: it counts as requeued even if removing the entry fails below.
+            done += 1
+            unvalidated += not validated
+            ids.append(entry.task_id)
+            try:
+                store().remove(entry)
+            except STOPS as exc:
+                stopped = f"{entry.task_id} was requeued but its entry could not be removed: {exc}"
+                break
+            if progress is not None:
+                progress(done)
+    finally:
+        # Also when something unforeseen propagates: what was published is on record.
+        _record_safely(
+            actor or default_actor(),
+            "requeue",
+            filter=_describe(flt),
+            count=done,
+            total=len(entries),
+            refused=refused,
+            unvalidated=unvalidated,
+            stopped=stopped,
+            task_ids=ids[:1000],
+        )
+    return BulkResult(done, refused, len(entries), stopped, unvalidated)
+
+
+def _record_safely(actor: str, action: str, **details: Any) -> None:
+    """Write an audit record; when Redis refuses it, log the record instead of losing it."""
+    try:
+        _record(actor, action, **details)
+    except (OperationalError, RedisError) as exc:
+        logger.error(
+            "could not write the dead-letter audit record (%s); it was: %s",
+            exc,
+            json.dumps({"actor": actor, "action": action, **details}),
+        )
 
 
 def delete(task_id: str, *, actor: str | None = None) -> bool:

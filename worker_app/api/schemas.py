@@ -93,7 +93,9 @@ class DlqPageOut(BaseModel):
 
 class RequeueIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    payload: dict[str, Any] | None = Field(None, description="Replace the payload (validated)")
+    payload: dict[str, Any] | None = Field(
+        None, description="Replace the payload (validated; needs the task in the API's process)"
+    )
 
 
 class BulkRequeueIn(BaseModel):
@@ -109,6 +111,14 @@ class BulkRequeueIn(BaseModel):
 class BulkOut(BaseModel):
     done: int
     refused: int = 0
+    total: int | None = Field(None, description="Entries matched (requeue)")
+    stopped: str | None = Field(
+        None, description="Why a requeue ended before the last entry; the rest stay dead-lettered"
+    )
+    unvalidated: int = Field(
+        0,
+        description="Published unchanged, payload not validated: the API does not have the task",
+    )
 
 
 class QueueOut(BaseModel):

@@ -159,6 +159,12 @@ def requeue_filtered(
     check_csrf(who, fields)
     flt, params = _bulk_filter(fields)
     result = dlq.requeue_many(flt, actor=_actor(who))
+    if result.stopped is not None:
+        raise ConsoleError(
+            409,
+            f"Requeued {result.done} of {result.total}, then stopped: {result.stopped}. "
+            "The rest are still in the dead-letter queue.",
+        )
     return _see(
         link(request, "/dlq", **params, done="requeued", n=result.done, refused=result.refused)
     )

@@ -42,8 +42,8 @@ NOTICES = {
     "deleted": ("Deleted {n} dead-letter entry.", "Deleted {n} dead-letter entries."),
     "purged": ("Purged {n} dead-letter entry.", "Purged {n} dead-letter entries."),
     "refused": (
-        "{n} entry could not be requeued (unknown task or undecodable message); see the log.",
-        "{n} entries could not be requeued (unknown task or undecodable message); see the log.",
+        "{n} entry could not be requeued (undecodable message); see the log.",
+        "{n} entries could not be requeued (undecodable messages); see the log.",
     ),
     "logged_out": ("Logged out.", "Logged out."),
 }

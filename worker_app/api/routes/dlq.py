@@ -84,15 +84,29 @@ def requeue_many(body: BulkRequeueIn) -> BulkOut:
     if not flt.given() and not body.all:
         raise ApiError(409, "give a filter (task, reason, queue, fingerprint) or all: true")
     result = dlq.requeue_many(flt, actor=ACTOR, rate=body.rate)
-    return BulkOut(done=result.done, refused=result.refused)
+    return BulkOut(
+        done=result.done,
+        refused=result.refused,
+        total=result.total,
+        stopped=result.stopped,
+        unvalidated=result.unvalidated,
+    )
 
 
 @router.post("/dlq/{task_id}/requeue", response_model=BulkOut, status_code=202, responses=NOT_FOUND)
 def requeue_one(task_id: str, body: RequeueIn | None = None) -> BulkOut:
-    """Put the entry back on its queue (same id, attempts reset), optionally with a new payload."""
+    """Put the entry back on its queue (same id, attempts reset), optionally with a new payload.
+
+    When the API's process does not have the task, the original message is published unchanged
+    (``unvalidated: 1``); a new payload for such a task is refused (422).
+    """
+    from worker_app.api.factory import ApiError
+
     _entry(task_id)
-    dlq.requeue(task_id, actor=ACTOR, payload=body.payload if body else None)
-    return BulkOut(done=1)
+    requeued = dlq.requeue(task_id, actor=ACTOR, payload=body.payload if body else None)
+    if requeued is None:  # handled by someone else in between
+        raise ApiError(404, f"no dead-letter entry {task_id!r}")
+    return BulkOut(done=1, total=1, unvalidated=int(not requeued.validated))
 
 
 @router.delete("/dlq/{task_id}", response_model=BulkOut, responses=NOT_FOUND)
