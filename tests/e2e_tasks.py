@@ -170,8 +170,10 @@ def _ledger() -> redis.Redis:
 
 
 @app.task(name="e2e.ledger", bind=True)
-def ledger(self: Any, run: str) -> None:
-    """Count this execution in the ledger (a Redis the fault tests never touch)."""
+def ledger(self: Any, run: str, seconds: float = 0.0) -> None:
+    """Count this execution in the ledger (a Redis the fault tests never touch), after working
+    for ``seconds``."""
+    time.sleep(seconds)
     _ledger().hincrby(f"ledger:{run}", str(self.request.id), 1)
 
 

@@ -127,7 +127,8 @@ def enqueue_command(
     "--scheduler", is_flag=True, help="Healthy while a beat process holds the scheduler lock."
 )
 def health_command(node: str | None, any_worker: bool, scheduler: bool) -> None:
-    """Exit 0 while the worker's heartbeat is fresh, 1 with the reason otherwise."""
+    """Exit 0 while the worker's heartbeat is fresh and its leases renewed within one visibility
+    timeout, 1 with the reason otherwise."""
     from worker_app.health import check, check_scheduler, default_node
 
     if scheduler:

@@ -1,14 +1,19 @@
 """Worker liveness: a heartbeat in Redis, and the check ``worker-app health`` runs against it.
 
+The heartbeat also says when the worker's lease renewer last succeeded: a worker that beats
+but no longer renews its leases lets other workers take its long tasks, so it is unhealthy too.
 The check reads one key with redis-py; it builds no Celery app and broadcasts nothing, so a
 Docker or Kubernetes probe can run it every few seconds.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import socket
 import time
+from dataclasses import dataclass
 
 import redis
 
@@ -27,15 +32,66 @@ def default_node() -> str:
     return f"celery@{socket.gethostname()}"
 
 
-def beat(node: str, interval: float) -> None:
-    """Record that ``node`` is alive now."""
-    get_redis().set(keys.HEARTBEAT + node, f"{time.time():.3f}", ex=int(interval * 3) + 1)
+@dataclass(frozen=True)
+class Beat:
+    """One worker's heartbeat as read back from Redis."""
+
+    #: Unix time the worker wrote it.
+    at: float
+    #: Unix time of the lease renewer's last successful round (None: not reported, as by a
+    #: worker of an earlier version, which wrote the bare time).
+    leases_renewed_at: float | None = None
+    #: The worker's own ASYNQ_VISIBILITY_TIMEOUT, in seconds.
+    visibility_timeout: float | None = None
+
+    def encode(self) -> str:
+        """The value stored under the worker's heartbeat key."""
+        value: dict[str, float] = {"at": round(self.at, 3)}
+        if self.leases_renewed_at is not None:
+            value["leases_renewed_at"] = round(self.leases_renewed_at, 3)
+        if self.visibility_timeout is not None:
+            value["visibility_timeout"] = self.visibility_timeout
+        return json.dumps(value, separators=(",", ":"))
+
+    @classmethod
+    def decode(cls, raw: bytes | str) -> Beat:
+        """Read a stored heartbeat: a JSON object, or a bare Unix time (earlier versions).
+
+        Raises:
+            ValueError: the value is neither.
+        """
+        text = raw.decode() if isinstance(raw, bytes) else raw
+        if not text.lstrip().startswith("{"):
+            return cls(float(text))
+        value = json.loads(text)
+        renewed, timeout = value.get("leases_renewed_at"), value.get("visibility_timeout")
+        return cls(
+            float(value["at"]),
+            None if renewed is None else float(renewed),
+            None if timeout is None else float(timeout),
+        )
+
+
+def beat(
+    node: str,
+    interval: float,
+    leases_renewed_at: float | None = None,
+    visibility_timeout: float | None = None,
+) -> None:
+    """Record that ``node`` is alive now, and when its lease renewer last succeeded."""
+    value = Beat(time.time(), leases_renewed_at, visibility_timeout).encode()
+    get_redis().set(keys.HEARTBEAT + node, value, ex=int(interval * 3) + 1)
 
 
 def check(node: str | None = None) -> tuple[bool, str]:
-    """Whether the worker ``node`` (any worker when None) has a fresh heartbeat, and why."""
-    interval = get_settings().asynq_health_check_interval.total_seconds()
-    limit = interval * STALE_AFTER_INTERVALS
+    """Whether the worker ``node`` (any worker when None) is healthy, and why.
+
+    Healthy means a fresh heartbeat, and leases renewed within one visibility timeout as of
+    that heartbeat: a worker that beats but no longer renews lets other workers take its
+    long tasks.
+    """
+    settings = get_settings()
+    limit = settings.asynq_health_check_interval.total_seconds() * STALE_AFTER_INTERVALS
     client = get_redis()
     try:
         if node is None:
@@ -44,19 +100,51 @@ def check(node: str | None = None) -> tuple[bool, str]:
                 for k in client.scan_iter(f"{keys.HEARTBEAT}*", count=500)
             ]
             values = client.mget(names) if names else []
-            beats = {n.removeprefix(keys.HEARTBEAT): v for n, v in zip(names, values, strict=True)}
+            raw = {n.removeprefix(keys.HEARTBEAT): v for n, v in zip(names, values, strict=True)}
         else:
-            beats = {node: client.get(keys.HEARTBEAT + node)}
+            raw = {node: client.get(keys.HEARTBEAT + node)}
     except redis.RedisError as exc:
         return False, f"unhealthy: Redis is unreachable ({exc})"
-    fresh = {n: time.time() - float(v) for n, v in beats.items() if v is not None}
-    if not fresh:
+    beats = {name: value for name, value in raw.items() if value is not None}
+    if not beats:
         who = node or "any worker"
         return False, f"unhealthy: no heartbeat from {who} (not running, or never reached Redis)"
-    name, age = min(fresh.items(), key=lambda item: item[1])
+    now = time.time()
+    timeout = settings.asynq_visibility_timeout.total_seconds()
+    verdicts = [_verdict(name, value, now, limit, timeout) for name, value in beats.items()]
+    # A healthy worker before an unhealthy one, then the freshest beat first.
+    ok, _, message = min(verdicts, key=lambda verdict: (not verdict[0], verdict[1]))
+    return ok, message
+
+
+def _verdict(
+    name: str, raw: bytes | str, now: float, limit: float, default_timeout: float
+) -> tuple[bool, float, str]:
+    """Whether one worker is healthy by its heartbeat, the beat's age, and the line saying so."""
+    try:
+        one = Beat.decode(raw)
+    except (ValueError, KeyError, TypeError):
+        return False, math.inf, f"unhealthy: the heartbeat of {name} is unreadable ({raw!r})"
+    age = now - one.at
     if age > limit:
-        return False, f"unhealthy: last heartbeat of {name} is {age:.1f}s old (limit {limit:.0f}s)"
-    return True, f"ok: {name} beat {age:.1f}s ago"
+        return (
+            False,
+            age,
+            f"unhealthy: last heartbeat of {name} is {age:.1f}s old (limit {limit:.0f}s)",
+        )
+    if one.leases_renewed_at is None:
+        return True, age, f"ok: {name} beat {age:.1f}s ago"
+    timeout = one.visibility_timeout or default_timeout
+    renewed = now - one.leases_renewed_at
+    # Judged as of the beat: the renewer may have succeeded since the worker wrote it.
+    if one.at - one.leases_renewed_at > timeout:
+        return (
+            False,
+            age,
+            f"unhealthy: {name}: leases not renewed for {renewed:.0f}s "
+            f"(visibility timeout {timeout:g}s)",
+        )
+    return True, age, f"ok: {name} beat {age:.1f}s ago, leases renewed {renewed:.1f}s ago"
 
 
 def check_scheduler() -> tuple[bool, str]:

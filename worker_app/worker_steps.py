@@ -27,7 +27,8 @@ logger = logging.getLogger(__name__)
 
 class Heartbeat(bootsteps.StartStopStep):
     """Worker bootstep: beat now and every ``ASYNQ_HEALTH_CHECK_INTERVAL``; stop beating
-    (and remove the key) on a clean shutdown."""
+    (and remove the key) on a clean shutdown. Each beat carries the time of the lease
+    renewer's last successful round, so ``worker-app health`` sees a renewer that stopped."""
 
     requires = ("celery.worker.components:Timer",)
 
@@ -35,10 +36,13 @@ class Heartbeat(bootsteps.StartStopStep):
         super().__init__(worker, **kwargs)
         self.tref: Any = None
         self.node = ""
+        self.renewer: LeaseRenewer | None = None
         self.interval = get_settings().asynq_health_check_interval.total_seconds()
 
     def start(self, worker: Any) -> None:
         self.node = str(worker.hostname)
+        step = worker.blueprint.steps.get(LeaseRenewer.name)
+        self.renewer = step if isinstance(step, LeaseRenewer) else None
         self._beat()
         self.tref = worker.timer.call_repeatedly(self.interval, self._beat)
 
@@ -52,8 +56,12 @@ class Heartbeat(bootsteps.StartStopStep):
             logger.warning("could not remove the heartbeat of %s", self.node)
 
     def _beat(self) -> None:
+        renewer = self.renewer
         try:
-            beat(self.node, self.interval)
+            if renewer is None:
+                beat(self.node, self.interval)
+            else:
+                beat(self.node, self.interval, renewer.renewed_at, renewer.timeout)
         except redis.RedisError as exc:
             logger.warning("heartbeat not written: Redis is unreachable (%s)", exc)
 
@@ -149,7 +157,8 @@ class LeaseRenewer(PeriodicThread):
     """Every third of ``ASYNQ_VISIBILITY_TIMEOUT``, re-score every message this worker holds
     (running, reserved or waiting for its ETA) in kombu's unacked index. ``ZADD XX`` only
     touches entries that still exist: a message acknowledged or already restored is never
-    brought back."""
+    brought back. A round counts as a success also when the worker held nothing: the heartbeat
+    reports the last one (:class:`Heartbeat`)."""
 
     doing = "lease renewal"
 
@@ -157,10 +166,21 @@ class LeaseRenewer(PeriodicThread):
         super().__init__(worker, **kwargs)
         from worker_app.celery import LEASE_RENEWALS_PER_TIMEOUT
 
-        timeout = get_settings().asynq_visibility_timeout.total_seconds()
-        self.period = timeout / LEASE_RENEWALS_PER_TIMEOUT
+        self.timeout = get_settings().asynq_visibility_timeout.total_seconds()
+        self.period = self.timeout / LEASE_RENEWALS_PER_TIMEOUT
+        #: Unix time of the last round that succeeded (the start, until one has).
+        self.renewed_at = time.time()
+
+    def start(self, worker: Any) -> None:
+        self.renewed_at = time.time()
+        super().start(worker)
 
     def tick(self) -> int:
+        changed = self._renew()
+        self.renewed_at = time.time()
+        return changed
+
+    def _renew(self) -> int:
         consumer = getattr(self.worker, "consumer", None)
         task_consumer = getattr(consumer, "task_consumer", None)
         qos = getattr(getattr(task_consumer, "channel", None), "qos", None)
