@@ -224,3 +224,24 @@ def outbox_order(self: Any, payload: OrderPayload) -> None:
     if row is None:
         pipe.rpush(f"missing:{payload.run}", payload.order_id)
     pipe.execute()
+
+
+@app.task(name="e2e.slow_until", bind=True)
+def slow_until(self: Any, key: str, quick_after: int) -> str:
+    """Count this run under ``key``; the first ``quick_after`` runs work for a minute (long
+    enough to be interrupted), later ones end at once."""
+    runs = _redis().rpush(key, json.dumps({"attempt": self.request.retries + 1, "at": time.time()}))
+    if runs <= quick_after:
+        time.sleep(60)
+    return "done"
+
+
+@app.task(name="e2e.gated_failure")
+def gated_failure(run: str) -> None:
+    """Count this run in the ledger, wait until ``gate:<run>`` is set there, then fail for good."""
+    ledger = _ledger()
+    ledger.hincrby(f"ledger:{run}", "runs", 1)
+    deadline = time.monotonic() + 60
+    while not ledger.exists(f"gate:{run}") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    raise PermanentError("failed on purpose, after the gate opened")

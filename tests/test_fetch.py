@@ -224,3 +224,45 @@ def test_a_message_the_script_cannot_record_is_held_raw_not_dropped(
     taken = fetch(["q"], [[1]])
     assert taken[0][1] in ("held", "bad")
     assert raw.hlen(keys.HELD) + raw.hlen(keys.HELD_RAW) == 1
+
+
+def test_deaths_count_only_runs_that_died_and_three_in_a_row_make_a_poison_pill(
+    fetch: Fetch, raw: redis.Redis
+) -> None:
+    from worker_app.broker.sweep import restore
+
+    job_id = str(uuid.uuid4())
+    record(job_id, "q")
+    raw.lpush("q", message(job_id, "q", tag="t1"))
+    deaths = keys.DEATHS + job_id
+
+    def take() -> str:
+        [[_, verdict, _, _]] = fetch(["q"], [[1]])
+        return str(verdict)
+
+    def died(why: str, started: bool) -> None:
+        if started:
+            fetch(["q"], [], acks=[("t1", job_id, "started")])
+            assert raw.sismember(keys.RUNNING, "t1")
+        assert [r.tag for r in restore(raw, ["t1"], head=False, why=why)] == ["t1"]
+        assert not raw.sismember(keys.RUNNING, "t1")
+
+    assert take() == "held"
+    died("back", started=True)  # given back by a stopping worker: no death
+    assert take() == "held"
+    died("lost", started=False)  # its worker was lost before the task started: no death
+    assert not raw.exists(deaths)
+    assert take() == "held"
+    died("lost", started=True)  # its worker was lost while running it
+    assert take() == "held"
+    died("died", started=False)  # its pool process died running it
+    assert raw.get(deaths) == b"2"
+    assert take() == "held"
+    fetch(["q"], [], acks=[("t1", job_id, "")])  # a run that ended: the count starts over
+    assert not raw.exists(deaths)
+    raw.lpush("q", message(job_id, "q", tag="t1"))
+    for _ in range(3):
+        assert take() == "held"
+        died("died", started=True)
+    assert take() == "poison"  # held, for the worker to dead-letter
+    assert raw.hexists(keys.HELD, "t1")

@@ -28,7 +28,6 @@ from kombu.exceptions import OperationalError
 from redis import RedisError
 
 from worker_app import keys
-from worker_app.celery import app
 from worker_app.config import get_settings
 from worker_app.dlq_store import REASONS, Entry, Filter, Page, Store, fingerprint
 from worker_app.errors import BrokerUnavailable, UnknownTask, WorkerAppError
@@ -231,6 +230,8 @@ def _publish(entry: Entry, payload: Mapping[str, Any] | None) -> bool:
 def _publish_unchanged(entry: Entry, headers: dict[str, Any]) -> None:
     """Publish the original message by task name, for a worker that has the task: same id,
     arguments and queue, attempt 1. Nothing here can check the payload; that worker will."""
+    from worker_app.celery import app  # the app's worker side imports this module
+
     queue = check_queue(entry.queue or get_settings().default_queue)
     headers[keys.FIRST_ENQUEUED_AT] = time.time()
     app.backend.forget(entry.task_id)

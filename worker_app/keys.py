@@ -85,8 +85,9 @@ JOB_RESULT_MAX = 64 * 1024
 #: STRING per worker hostname, refreshed by its heartbeat; its TTL says when it counts as gone.
 WORKER = f"{PREFIX}:worker:"
 WORKER_TTL = 30
-#: STRING per worker node name: Unix time of its last heartbeat, written every
-#: ASYNQ_HEALTH_CHECK_INTERVAL; stale after two intervals, gone after three.
+#: STRING per worker node name: JSON of its last heartbeat (when, when its leases were last
+#: renewed, its visibility timeout), written every ASYNQ_HEALTH_CHECK_INTERVAL; stale after two
+#: intervals, gone after three.
 HEARTBEAT = f"{PREFIX}:heartbeat:"
 #: HASH per queue: how long jobs waited from due (published, or ETA) to start, as counts per
 #: histogram bucket (upper bounds in seconds, plus "+Inf") and their "sum" (the count is the

@@ -17,6 +17,7 @@ from typing import Any
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.json import dumps as kombu_dumps
+from redis.exceptions import ResponseError
 
 from worker_app import keys
 from worker_app.broker.sweep import restore
@@ -126,10 +127,11 @@ class QoS(kombu_redis.QoS):
         channel: Any = self.channel
         try:
             channel.flush_acks()
-        except channel.connection_errors as exc:
-            # Their leases lapse and the sweep puts them back: they may run once more.
+        except (*channel.connection_errors, ResponseError) as exc:
+            # Kept pending for the next fetch or flush; if none comes (the worker stops), their
+            # leases lapse and the sweep puts them back: they may run once more.
             logger.warning(
-                "%d acks not released: Redis unreachable (%s)", len(channel.pending_acks), exc
+                "%d acks not released yet: Redis refused (%s)", len(channel.pending_acks), exc
             )
 
     def restore_visible(self, *args: Any, **kwargs: Any) -> None:

@@ -221,6 +221,7 @@ def join_packed(count: int, packed: bytes, rest: list[Any]) -> bytes:
 #: the same values): a call whose reply was lost is sent again.
 IDEMPOTENT = frozenset(
     {
+        "publish",  # by job id: a message whose job already waits for it is not pushed again
         "restore",
         "result",
         "finish",

@@ -21,6 +21,7 @@ from worker_app.broker.fetch import FetchingChannel
 from worker_app.broker.qos import QoS
 from worker_app.broker.registry import now_iso, retention, script
 from worker_app.config import get_settings
+from worker_app.redis_client import get_redis
 
 #: Most messages one purge call removes.
 PURGE_BATCH = 500
@@ -89,6 +90,11 @@ class ProtocolChannel(FetchingChannel):
             yield client
             return
         this: Any = self
+        if this.connection is None:
+            # Closed by a failed publish that kombu's retry policy sends again on this same
+            # channel (it has no pool any more): the app's own client to the same Redis.
+            yield get_redis()
+            return
         cached = this._sync_client
         if cached is None or cached.connection_pool is not this.pool:
             cached = this._sync_client = this._create_client()
