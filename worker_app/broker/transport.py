@@ -14,6 +14,8 @@ from typing import Any
 
 from kombu.transport import redis as kombu_redis
 from kombu.utils.json import dumps as kombu_dumps
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 
 from worker_app import keys
 from worker_app.broker import envelope, publish
@@ -75,6 +77,16 @@ class ProtocolChannel(FetchingChannel):
         finally:
             self.delivering_held = False
         return message
+
+    def _receive_one(self: Any, c: Any) -> Any:
+        try:
+            return super()._receive_one(c)  # type: ignore[misc]
+        except ResponseError as exc:
+            # BUSY, LOADING, READONLY... answered to a (re)subscription of the broadcast
+            # channel (remote control): the subscription did not happen. As a lost connection,
+            # so the worker reconnects and subscribes again instead of stopping.
+            self._in_listen = None
+            raise RedisConnectionError(f"subscription refused by Redis: {exc}") from exc
 
     def _purge(self: Any, queue: str) -> int:
         """Remove ``queue``'s waiting and parked messages and cancel their jobs."""
