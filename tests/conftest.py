@@ -89,6 +89,7 @@ def raw_redis(redis_server: RedisServer) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_server.url)
     client.flushdb()
     yield client
+    client.flushdb()  # what it left (held messages, records) must not reach a later worker
     client.close()
 
 

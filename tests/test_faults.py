@@ -109,7 +109,9 @@ def test_a_redis_outage_is_survived_and_enqueue_fails_fast_meanwhile(
         )
         assert failed.returncode == 1
         assert len(failed.stderr.strip().splitlines()) == 1 and "unreachable" in failed.stderr
-        assert time.monotonic() - started < 10, "enqueue hung while Redis was down"
+        # A hang would last the socket timeouts (a minute); a refusal takes the CLI's start-up
+        # and the publish retries, a few seconds on a loaded machine.
+        assert time.monotonic() - started < 20, "enqueue hung while Redis was down"
 
         time.sleep(max(0.0, 5 - (time.monotonic() - down_at)))
         broker.start()
