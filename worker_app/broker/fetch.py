@@ -54,6 +54,9 @@ logger = logging.getLogger(__name__)
 FETCH_BATCH = 2
 #: Longest an ack waits in memory for the next fetch to carry it.
 ACK_HOLD = 0.005
+#: Longest a start mark (with no ack beside it) holds back a fetch that could wait for a
+#: second slot: marks are not worth a call of their own, and the next fetch carries them.
+START_HOLD = 0.05
 #: Seconds before a fetch that Redis refused (BUSY, OOM, READONLY) is tried again.
 RETRY_AFTER = 0.5
 
@@ -250,15 +253,18 @@ class FetchingChannel:
 
         if len(state.reserved_requests) <= len(state.active_requests):
             return False  # nothing waits: a slot would idle
-        if not self.pending_acks:
+        acks = self.pending_acks
+        if not acks:
             return True
-        if time.monotonic() - self._acks_since >= ACK_HOLD:
+        hold = ACK_HOLD if any(ack[2] != "started" for ack in acks) else START_HOLD
+        waited = time.monotonic() - self._acks_since
+        if waited >= hold:
             return False
         loop = get_event_loop()
         if loop is not None and not self._wake_pending:
             # Wake the event loop when the oldest ack is due, even if nothing else happens.
             self._wake_pending = True
-            loop.call_later(ACK_HOLD, self._wake)
+            loop.call_later(hold - waited, self._wake)
         return True
 
     def _wake(self: Any) -> None:

@@ -14,12 +14,14 @@ import logging
 import time
 from typing import Any
 
+from kombu.asynchronous import get_event_loop
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.json import dumps as kombu_dumps
 from redis.exceptions import ResponseError
 
 from worker_app import keys
+from worker_app.broker.fetch import START_HOLD
 from worker_app.broker.sweep import restore
 
 logger = logging.getLogger(__name__)
@@ -66,10 +68,21 @@ class QoS(kombu_redis.QoS):
         # before it ends.
         if channel.ack_later() and not channel.delivering_held:
             channel.add_ack(mark)
-            if not self.can_consume():  # no fetch will come to carry it
-                self._flush_acks()
+            if not self.can_consume():
+                # Full: the ack of the job whose process this one took usually comes within
+                # the same turn and lets a fetch carry both; if none has soon, sent on its own.
+                loop = get_event_loop()
+                if loop is None:
+                    self._flush_acks()
+                else:
+                    loop.call_later(START_HOLD, self._flush_if_pending, mark)
             return
         self._release_now(mark)
+
+    def _flush_if_pending(self, mark: tuple[str, str, str]) -> None:
+        channel: Any = self.channel
+        if mark in channel.pending_acks:  # no fetch carried it meanwhile
+            self._flush_acks()
 
     def reject(self, delivery_tag: Any, requeue: bool = False) -> None:
         if requeue:
