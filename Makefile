@@ -33,6 +33,7 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench: install  ## worker_app vs vanilla Celery vs Dramatiq, side by side on private redis-servers
 	$(BIN)/python -m bench.compare --json bench/results.json

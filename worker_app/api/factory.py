@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from worker_app import tracing
 from worker_app.api.console import create_console
+from worker_app.api.errors import ApiError
 from worker_app.api.routes import dlq, jobs, queues
 from worker_app.api.schemas import errors
 from worker_app.config import get_settings
@@ -26,15 +27,6 @@ from worker_app.redis_client import get_redis
 
 logger = logging.getLogger(__name__)
 bearer = HTTPBearer(auto_error=False)
-
-
-class ApiError(Exception):
-    """An error answered as ``{"error": message}`` with ``status``."""
-
-    def __init__(self, status: int, message: str, **details: Any) -> None:
-        super().__init__(message)
-        self.status = status
-        self.details = details
 
 
 def require_token(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from worker_app import dlq
+from worker_app.api.errors import ApiError
 from worker_app.api.schemas import (
     BulkOut,
     BulkRequeueIn,
@@ -24,8 +25,6 @@ NO_FILTER = errors(409)
 
 
 def _entry(task_id: str) -> dlq.Entry:
-    from worker_app.api.factory import ApiError
-
     entry = dlq.get(task_id)
     if entry is None:
         raise ApiError(404, f"no dead-letter entry {task_id!r}")
@@ -78,8 +77,6 @@ def show_entry(task_id: str) -> DlqEntryOut:
 )
 def requeue_many(body: BulkRequeueIn) -> BulkOut:
     """Requeue every entry matching the filter (``all: true`` for every entry)."""
-    from worker_app.api.factory import ApiError
-
     flt = _filter(body.task, body.reason, body.queue, body.fingerprint)
     if not flt.given() and not body.all:
         raise ApiError(409, "give a filter (task, reason, queue, fingerprint) or all: true")
@@ -100,8 +97,6 @@ def requeue_one(task_id: str, body: RequeueIn | None = None) -> BulkOut:
     When the API's process does not have the task, the original message is published unchanged
     (``unvalidated: 1``); a new payload for such a task is refused (422).
     """
-    from worker_app.api.factory import ApiError
-
     _entry(task_id)
     requeued = dlq.requeue(task_id, actor=ACTOR, payload=body.payload if body else None)
     if requeued is None:  # handled by someone else in between
@@ -125,8 +120,6 @@ def purge(
     all: bool = False,
 ) -> BulkOut:
     """Remove every entry matching the filter (``all=true`` for every entry)."""
-    from worker_app.api.factory import ApiError
-
     flt = _filter(task, reason, queue, fingerprint)
     if not flt.given() and not all:
         raise ApiError(409, "give a filter (task, reason, queue, fingerprint) or all=true")

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from worker_app import dlq, jobs
+from worker_app.api.errors import ApiError
 from worker_app.api.schemas import JobIn, JobOut, JobPageOut, errors
 from worker_app.celery import app as celery_app
 from worker_app.client import get_task, submit
@@ -20,8 +21,6 @@ RESPONSES = errors(404, 409)
 
 
 def _job(job_id: str) -> jobs.Job:
-    from worker_app.api.factory import ApiError
-
     job = jobs.store().get(job_id)
     if job is None:
         raise ApiError(404, f"no job {job_id!r}")
@@ -36,8 +35,6 @@ def _out(job: jobs.Job) -> JobOut:
 def create_job(body: JobIn) -> JobOut:
     """Validate the payload against the task's model and enqueue the job. With ``unique_for``,
     an equal job already enqueued within that window answers 409 with its ``job_id``."""
-    from worker_app.api.factory import ApiError
-
     done = submit(
         body.type, body.payload, queue=body.queue, countdown=body.delay, unique_for=body.unique_for
     )
@@ -68,8 +65,6 @@ def get_job(job_id: str) -> JobOut:
 @router.delete("/jobs/{job_id}", status_code=202, response_model=JobOut, responses=RESPONSES)
 def cancel_job(job_id: str) -> JobOut:
     """Cancel: a waiting job never runs; an active one is asked to stop, then terminated."""
-    from worker_app.api.factory import ApiError
-
     before = _job(job_id).status
     if before in jobs.FINAL:
         raise ApiError(
@@ -91,8 +86,6 @@ def _terminate_if_active(job_id: str) -> None:
 @router.post("/jobs/{job_id}/retry", status_code=202, response_model=JobOut, responses=RESPONSES)
 def retry_job(job_id: str) -> JobOut:
     """Run a failed (dead-lettered) or cancelled job again, under the same id."""
-    from worker_app.api.factory import ApiError
-
     job = _job(job_id)
     if job.status not in ("failed", "cancelled"):
         raise ApiError(
