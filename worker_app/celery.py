@@ -12,14 +12,9 @@ from kombu import Exchange, Queue
 from worker_app import keys
 from worker_app.broker.envelope import PRIORITY_STEPS
 from worker_app.config import ConfigError, Settings, get_settings, sentinel_master
+from worker_app.errors import UnknownTask
 from worker_app.redis_client import HEALTH_CHECK_INTERVAL, SOCKET_CONNECT_TIMEOUT, SOCKET_TIMEOUT
 
-# Leases: a fetched message is invisible to other workers for ASYNQ_VISIBILITY_TIMEOUT after
-# its lease was last renewed. A live worker renews the leases of every message it holds every
-# third of that (worker_app.worker_steps.LeaseRenewer), so only a lost worker's messages come
-# back, swept up every sixth of it: within about 1.2 timeouts of the loss.
-LEASE_RENEWALS_PER_TIMEOUT = 3
-RESTORE_SWEEPS_PER_TIMEOUT = 6
 # The soft time limit fires this share of the hard limit earlier (at most 30 s), so the task can
 # be retried cleanly before the pool kills it.
 SOFT_LIMIT_SHARE = 0.1
@@ -174,6 +169,21 @@ def create_app(settings: Settings) -> Celery:
     )
     celery_app.steps["consumer"].add(BindChannel)
     return celery_app
+
+
+def get_task(name: str) -> Any:
+    """The registered task called ``name``.
+
+    Raises:
+        UnknownTask: no task of that name is registered; the message lists the known ones.
+    """
+    if name not in app.tasks:
+        app.loader.import_default_modules()
+    try:
+        return app.tasks[name]
+    except KeyError:
+        known = sorted(n for n in app.tasks if not n.startswith("celery."))
+        raise UnknownTask(f"unknown task {name!r}; registered tasks: {', '.join(known)}") from None
 
 
 def reconfigure(celery_app: Celery, settings: Settings) -> None:

@@ -13,8 +13,8 @@ from celery import Task
 from pydantic import BaseModel
 
 from worker_app import keys
-from worker_app.celery import app
-from worker_app.errors import InvalidPayload, UnknownTask
+from worker_app.celery import get_task
+from worker_app.errors import InvalidPayload
 from worker_app.publish import Payload, enqueue_many, publish_one
 from worker_app.redis_client import get_redis
 
@@ -31,21 +31,6 @@ __all__ = [
     "get_task",
     "submit",
 ]
-
-
-def get_task(name: str) -> AnyTask:
-    """The registered task called ``name``.
-
-    Raises:
-        UnknownTask: no task of that name is registered; the message lists the known ones.
-    """
-    if name not in app.tasks:
-        app.loader.import_default_modules()
-    try:
-        return app.tasks[name]
-    except KeyError:
-        known = sorted(n for n in app.tasks if not n.startswith("celery."))
-        raise UnknownTask(f"unknown task {name!r}; registered tasks: {', '.join(known)}") from None
 
 
 @dataclass(frozen=True)

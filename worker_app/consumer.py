@@ -9,7 +9,7 @@ from typing import Any
 from celery import bootsteps
 from celery.worker.consumer import Consumer as CeleryConsumer
 
-from worker_app import dlq, keys
+from worker_app import dlq_store, keys
 from worker_app.errors import PoisonPill
 from worker_app.failures import dead_letter_then_ack
 from worker_app.poison import message_entry, raw_entry
@@ -20,7 +20,7 @@ from worker_app.waits import WAITS
 def dead_letter_item(item: bytes, queue: str, exc: Exception) -> bool:
     """Dead-letter bytes taken off ``queue`` that are no message; True once stored (an error
     leaves the item held: it comes back and is dead-lettered again)."""
-    dlq.add(raw_entry(item, queue, exc))
+    dlq_store.add(raw_entry(item, queue, exc))
     COUNTERS.dead_lettered += 1
     return True
 
@@ -39,7 +39,7 @@ def dead_letter_poison(payload: dict[str, Any], queue: str, tag: str) -> bool:
         pass  # kept raw
     entry.attempts = int(headers.get("retries") or 0) + 1
     job_id = str(headers.get("id") or "")
-    dlq.add_held(entry, tag, job_id)
+    dlq_store.add_held(entry, tag, job_id)
     COUNTERS.dead_lettered += 1
     return True
 

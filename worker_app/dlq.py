@@ -21,15 +21,16 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 from kombu.exceptions import OperationalError
 from redis import RedisError
 
 from worker_app import keys
+from worker_app.base import validate_payload
+from worker_app.celery import app, get_task
 from worker_app.config import get_settings
-from worker_app.dlq_store import REASONS, Entry, Filter, Page, Store, fingerprint
+from worker_app.dlq_store import REASONS, Entry, Filter, Page, add, add_held, fingerprint, store
 from worker_app.errors import BrokerUnavailable, UnknownTask, WorkerAppError
 from worker_app.queues import check_queue
 from worker_app.redis_client import get_redis
@@ -42,6 +43,7 @@ __all__ = [
     "Requeued",
     "RequeueRefused",
     "add",
+    "add_held",
     "delete",
     "fingerprint",
     "get",
@@ -51,6 +53,7 @@ __all__ = [
     "requeue",
     "requeue_many",
     "stats",
+    "store",
 ]
 
 logger = logging.getLogger(__name__)
@@ -87,69 +90,12 @@ class Requeued:
         )
 
 
-@lru_cache(maxsize=1)
-def store() -> Store:
-    """This process's dead-letter store."""
-    settings = get_settings()
-    return Store(
-        get_redis(), settings.asynq_dlq_retention.total_seconds(), settings.asynq_dlq_max_size
-    )
-
-
 def default_actor() -> str:
     """Who is acting, for the audit history, when the caller does not say."""
     try:
         return f"cli:{getpass.getuser()}"
     except (KeyError, OSError):
         return "cli:unknown"
-
-
-def add(entry: Entry) -> None:
-    """Dead-letter ``entry``: one ERROR line, and trimming logged with its counts."""
-    _logged(entry, *store().add(entry))
-
-
-def add_held(entry: Entry, tag: str, job_id: str) -> bool:
-    """Dead-letter ``entry``, end its job failed and release its message held under ``tag``, in
-    one step (see :meth:`Store.add_held`). False when the message is no longer held.
-
-    Raises:
-        redis.RedisError: nothing was released; the message is still held.
-    """
-    retention = int(max(1, get_settings().asynq_retention.total_seconds()))
-    trimmed = store().add_held(entry, tag, job_id, retention)
-    if trimmed is None:
-        logger.warning(
-            "%s[%s] not dead-lettered: its message is no longer held (it went back on %s)",
-            entry.task_name or "(undecodable)",
-            entry.task_id,
-            entry.queue or "its queue",
-        )
-        return False
-    _logged(entry, *trimmed)
-    return True
-
-
-def _logged(entry: Entry, by_age: int, by_size: int) -> None:
-    logger.error(
-        "dead-lettered %s[%s] reason=%s attempts=%d queue=%s: %s: %s",
-        entry.task_name or "(undecodable)",
-        entry.task_id,
-        entry.reason,
-        entry.attempts,
-        entry.queue,
-        entry.exc_type,
-        entry.exc_message,
-    )
-    if by_age or by_size:
-        logger.warning(
-            "dead-letter queue trimmed %d entr%s: %d older than ASYNQ_DLQ_RETENTION, "
-            "%d beyond ASYNQ_DLQ_MAX_SIZE",
-            by_age + by_size,
-            "y" if by_age + by_size == 1 else "ies",
-            by_age,
-            by_size,
-        )
 
 
 def get(task_id: str) -> Entry | None:
@@ -195,8 +141,6 @@ def _publish(entry: Entry, payload: Mapping[str, Any] | None) -> bool:
         InvalidPayload: the payload does not match the task's model.
         BrokerUnavailable: Redis refused the publish.
     """
-    from worker_app.client import get_task
-
     if not entry.task_name or entry.reason == "undecodable":
         raise RequeueRefused(
             f"{entry.task_id}: an undecodable message cannot be replayed; delete it"
@@ -230,8 +174,6 @@ def _publish(entry: Entry, payload: Mapping[str, Any] | None) -> bool:
 def _publish_unchanged(entry: Entry, headers: dict[str, Any]) -> None:
     """Publish the original message by task name, for a worker that has the task: same id,
     arguments and queue, attempt 1. Nothing here can check the payload; that worker will."""
-    from worker_app.celery import app  # the app's worker side imports this module
-
     queue = check_queue(entry.queue or get_settings().default_queue)
     headers[keys.FIRST_ENQUEUED_AT] = time.time()
     app.backend.forget(entry.task_id)
@@ -256,8 +198,6 @@ def validate_payload_for(task: Any, args: Any, kwargs: Any) -> None:
     Raises:
         InvalidPayload: it does not match the task's model.
     """
-    from worker_app.base import validate_payload
-
     if getattr(task, "payload_model", None) is not None:
         validate_payload(task.payload_model, args, kwargs)
 

@@ -1,4 +1,6 @@
-"""The dead-letter store in Redis: entries keyed by task id, indexed by failure time and by filter.
+"""The dead-letter store in Redis: entries keyed by task id, indexed by failure time and by filter;
+this process's store, and the writes that dead-letter a job (imported by the worker side, which
+must not reach the replay in :mod:`worker_app.dlq`).
 
 Modelled on a registry: a sorted set scored by time plus one record per id. Every change that
 touches more than one key runs as one Lua script, so the indexes never disagree with the entries.
@@ -7,10 +9,12 @@ touches more than one key runs as one Lua script, so the indexes never disagree 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from hashlib import sha1
 from typing import Any, Literal, get_args
 
@@ -18,6 +22,10 @@ import redis
 
 from worker_app import keys
 from worker_app.broker.registry import now_iso, script
+from worker_app.config import get_settings
+from worker_app.redis_client import get_redis
+
+logger = logging.getLogger(__name__)
 
 Reason = Literal[
     "retries_exhausted",
@@ -229,3 +237,63 @@ class Store:
 
     def trimmed_total(self) -> int:
         return int(self.client.get(keys.DLQ_TRIMMED) or 0)
+
+
+# This process's store, and writing to it ------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def store() -> Store:
+    """This process's dead-letter store."""
+    settings = get_settings()
+    return Store(
+        get_redis(), settings.asynq_dlq_retention.total_seconds(), settings.asynq_dlq_max_size
+    )
+
+
+def add(entry: Entry) -> None:
+    """Dead-letter ``entry``: one ERROR line, and trimming logged with its counts."""
+    _logged(entry, *store().add(entry))
+
+
+def add_held(entry: Entry, tag: str, job_id: str) -> bool:
+    """Dead-letter ``entry``, end its job failed and release its message held under ``tag``, in
+    one step (see :meth:`Store.add_held`). False when the message is no longer held.
+
+    Raises:
+        redis.RedisError: nothing was released; the message is still held.
+    """
+    retention = int(max(1, get_settings().asynq_retention.total_seconds()))
+    trimmed = store().add_held(entry, tag, job_id, retention)
+    if trimmed is None:
+        logger.warning(
+            "%s[%s] not dead-lettered: its message is no longer held (it went back on %s)",
+            entry.task_name or "(undecodable)",
+            entry.task_id,
+            entry.queue or "its queue",
+        )
+        return False
+    _logged(entry, *trimmed)
+    return True
+
+
+def _logged(entry: Entry, by_age: int, by_size: int) -> None:
+    logger.error(
+        "dead-lettered %s[%s] reason=%s attempts=%d queue=%s: %s: %s",
+        entry.task_name or "(undecodable)",
+        entry.task_id,
+        entry.reason,
+        entry.attempts,
+        entry.queue,
+        entry.exc_type,
+        entry.exc_message,
+    )
+    if by_age or by_size:
+        logger.warning(
+            "dead-letter queue trimmed %d entr%s: %d older than ASYNQ_DLQ_RETENTION, "
+            "%d beyond ASYNQ_DLQ_MAX_SIZE",
+            by_age + by_size,
+            "y" if by_age + by_size == 1 else "ies",
+            by_age,
+            by_size,
+        )

@@ -19,7 +19,7 @@ from typing import Any
 
 from kombu.asynchronous import get_event_loop
 
-from worker_app import keys, waits
+from worker_app import dlq_store, keys, waits
 from worker_app.dlq_store import Entry, Reason
 from worker_app.errors import InvalidPayload, PermanentError, PoisonPill
 
@@ -67,10 +67,10 @@ def entry_for(
 def handle_failure(entry: Entry) -> None:
     """Dead-letter ``entry`` where no held message waits on it (one ERROR line). A failure to
     write it is logged with the whole entry, so it is never lost silently."""
-    from worker_app import dlq, jobs
+    from worker_app import jobs
 
     try:
-        dlq.add(entry)
+        dlq_store.add(entry)
     except Exception:
         logger.exception("could not dead-letter %s: %r", entry.task_id, entry.to_dict())
     try:
@@ -84,14 +84,12 @@ def dead_letter_then_ack(message: Any, entry: Entry, ack: Callable[[], Any]) -> 
     """Dead-letter ``entry`` and release ``message`` in one step, then call ``ack`` (Celery's
     own ending of the delivery). While Redis refuses, the message stays held and the write is
     tried again; ``ack`` runs only after it succeeded."""
-    from worker_app import dlq
-
     tag = str(getattr(message, "delivery_tag", "") or "")
     job_id = entry.task_id if not entry.task_id.startswith("raw-") else ""
 
     def attempt(tries: int) -> None:
         try:
-            dlq.add_held(entry, tag, job_id)
+            dlq_store.add_held(entry, tag, job_id)
         except Exception as exc:  # noqa: BLE001 - the message stays held; tried again
             loop = get_event_loop()
             if tries == 1:
@@ -119,7 +117,7 @@ LOST = "MessageLost: the job's message is on no queue, parked or held (deleted o
 def dead_letter_lost(job_id: str) -> None:
     """Dead-letter a job whose record the sweep ended because its message was gone, from what
     its record tells, so it can be replayed."""
-    from worker_app import dlq, jobs
+    from worker_app import jobs
 
     job = jobs.store().get(job_id)
     if job is None:
@@ -140,6 +138,6 @@ def dead_letter_lost(job_id: str) -> None:
         hostname=job.worker or "",
     )
     try:
-        dlq.add(entry)
+        dlq_store.add(entry)
     except Exception:
         logger.exception("could not dead-letter lost job %s: %r", job_id, entry.to_dict())

@@ -49,7 +49,7 @@ from worker_app.broker.publish import (
     record_of,
 )
 from worker_app.broker.registry import script
-from worker_app.celery import PUBLISH_RETRY_POLICY, app
+from worker_app.celery import PUBLISH_RETRY_POLICY, app, get_task
 from worker_app.config import get_settings
 from worker_app.errors import BrokerUnavailable, InvalidPayload
 from worker_app.queues import check_queue
@@ -349,8 +349,6 @@ def enqueue_many(
             nothing was published.
         BrokerUnavailable: Redis did not take the batch.
     """
-    from worker_app.client import get_task
-
     target = get_task(task) if isinstance(task, str) else task
     queue_name = _queue_of(target, queue)
     batch = [Job(str(uuid.uuid4()), kwargs_of(target, p, n)) for n, p in enumerate(payloads)]

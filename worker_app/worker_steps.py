@@ -24,6 +24,13 @@ from worker_app.waits import WAITS
 
 logger = logging.getLogger(__name__)
 
+# Leases: a fetched message is invisible to other workers for ASYNQ_VISIBILITY_TIMEOUT after
+# its lease was last renewed. A live worker renews the leases of every message it holds every
+# third of that (LeaseRenewer), so only a lost worker's messages come back, swept up every sixth
+# of it (HeldSweeper): within about 1.2 timeouts of the loss.
+LEASE_RENEWALS_PER_TIMEOUT = 3
+RESTORE_SWEEPS_PER_TIMEOUT = 6
+
 
 class Heartbeat(bootsteps.StartStopStep):
     """Worker bootstep: beat now and every ``ASYNQ_HEALTH_CHECK_INTERVAL``; stop beating
@@ -164,8 +171,6 @@ class LeaseRenewer(PeriodicThread):
 
     def __init__(self, worker: Any, **kwargs: Any) -> None:
         super().__init__(worker, **kwargs)
-        from worker_app.celery import LEASE_RENEWALS_PER_TIMEOUT
-
         self.timeout = get_settings().asynq_visibility_timeout.total_seconds()
         self.period = self.timeout / LEASE_RENEWALS_PER_TIMEOUT
         #: Unix time of the last round that succeeded (the start, until one has).
@@ -204,8 +209,6 @@ class HeldSweeper(PeriodicThread):
 
     def __init__(self, worker: Any, **kwargs: Any) -> None:
         super().__init__(worker, **kwargs)
-        from worker_app.celery import RESTORE_SWEEPS_PER_TIMEOUT
-
         self.timeout = get_settings().asynq_visibility_timeout.total_seconds()
         self.period = max(0.5, self.timeout / RESTORE_SWEEPS_PER_TIMEOUT)
         self.ticks = 0
