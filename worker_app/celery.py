@@ -12,8 +12,17 @@ from kombu import Exchange, Queue
 from worker_app import keys
 from worker_app.broker.envelope import PRIORITY_STEPS
 from worker_app.config import ConfigError, Settings, get_settings, sentinel_master
+from worker_app.consumer import BindChannel
 from worker_app.errors import UnknownTask
 from worker_app.redis_client import HEALTH_CHECK_INTERVAL, SOCKET_CONNECT_TIMEOUT, SOCKET_TIMEOUT
+from worker_app.worker_steps import (
+    DelayReleaser,
+    Heartbeat,
+    HeldSweeper,
+    LeaseRenewer,
+    StatsLine,
+    WaitFlusher,
+)
 
 # The soft time limit fires this share of the hard limit earlier (at most 30 s), so the task can
 # be retried cleanly before the pool kills it.
@@ -154,15 +163,6 @@ def create_app(settings: Settings) -> Celery:
     """Build the worker_app Celery application from ``settings``."""
     celery_app = Celery("worker_app", task_cls="worker_app.base:BaseTask")
     celery_app.conf.update(celery_config(settings))
-    from worker_app.consumer import BindChannel
-    from worker_app.worker_steps import (
-        DelayReleaser,
-        Heartbeat,
-        HeldSweeper,
-        LeaseRenewer,
-        StatsLine,
-        WaitFlusher,
-    )
 
     celery_app.steps["worker"].update(
         {Heartbeat, LeaseRenewer, HeldSweeper, StatsLine, DelayReleaser, WaitFlusher}

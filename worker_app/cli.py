@@ -104,6 +104,7 @@ def enqueue_command(
     """Validate and enqueue TASK; print the job id."""
     from kombu.exceptions import OperationalError
 
+    # Imported when it runs, not when the CLI starts (a probe runs it every few seconds).
     from worker_app.client import enqueue
 
     try:
@@ -129,6 +130,7 @@ def enqueue_command(
 def health_command(node: str | None, any_worker: bool, scheduler: bool) -> None:
     """Exit 0 while the worker's heartbeat is fresh and its leases renewed within one visibility
     timeout, 1 with the reason otherwise."""
+    # Imported when it runs, not when the CLI starts (a probe runs it every few seconds).
     from worker_app.health import check, check_scheduler, default_node
 
     if scheduler:
@@ -145,6 +147,7 @@ def queues_command(as_json: bool) -> None:
     """Each queue's weight, expected share, ready depth, scheduled and unacked counts."""
     import redis
 
+    # Imported when it runs, not when the CLI starts (a probe runs it every few seconds).
     from worker_app.queues import queue_stats
     from worker_app.redis_client import get_redis
 
@@ -181,6 +184,7 @@ def purge_command(queues: tuple[str, ...], yes: bool, as_json: bool) -> None:
     """Remove the waiting and parked jobs of queues; their jobs end cancelled ("purged")."""
     import redis
 
+    # Imported when it runs, not when the CLI starts (a probe runs it every few seconds).
     from worker_app.broker.transport import purge
     from worker_app.errors import UnknownQueue
     from worker_app.queues import check_queue
@@ -215,6 +219,7 @@ def schedules_command(as_json: bool) -> None:
     """The periodic jobs declared in code, with their last and next run."""
     import redis
 
+    # Imported when it runs, not when the CLI starts (a probe runs it every few seconds).
     from worker_app.celery import app
     from worker_app.schedules import states
 
@@ -249,11 +254,13 @@ def schedules_command(as_json: bool) -> None:
 def dev_command(demo: bool, api_port: int) -> None:
     """The job API, an embedded worker on every queue and the scheduler of periodic jobs, in one
     process (starts a private Redis if needed)."""
+    # Imported when it runs, not when the CLI starts (a probe runs it every few seconds).
     from worker_app.devredis import ensure_redis
 
     with ensure_redis() as redis_url:
         if redis_url is not None:
             _use_redis(redis_url)
+        # Imported when it runs, not when the CLI starts (a probe runs it every few seconds).
         from worker_app.celery import app
 
         settings = get_settings()
@@ -291,6 +298,7 @@ def _start_api(port: int) -> Any:
 
     import uvicorn
 
+    # Imported when it runs, not when the CLI starts (a probe runs it every few seconds).
     from worker_app.api import create_app
 
     server = uvicorn.Server(
@@ -310,6 +318,7 @@ def _start_relay() -> Any:
     import logging
     import threading
 
+    # Imported when it runs, not when the CLI starts (a probe runs it every few seconds).
     from worker_app.outbox.relay import Relay
     from worker_app.outbox.sql import OutboxTable, connect, database_url, load_psycopg, migrate
 
@@ -336,6 +345,7 @@ def _start_relay() -> Any:
 
 def _use_redis(url: str) -> None:
     """Point settings and the already-built app at ``url`` (nothing has connected yet)."""
+    # Imported when it runs, not when the CLI starts (a probe runs it every few seconds).
     from worker_app.celery import app, reconfigure
 
     os.environ["REDIS_URL"] = url
@@ -344,6 +354,7 @@ def _use_redis(url: str) -> None:
 
 
 def _enqueue_demo() -> None:
+    # Imported when it runs, not when the CLI starts (a probe runs it every few seconds).
     from worker_app.client import enqueue
 
     today = date.today().isoformat()
@@ -364,6 +375,7 @@ def _enqueue_demo() -> None:
 
 
 def _add_subcommands() -> None:
+    # Imported when it runs, not when the CLI starts (a probe runs it every few seconds).
     from worker_app.cli_dlq import dlq_group
     from worker_app.cli_outbox import outbox_group
 

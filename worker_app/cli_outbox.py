@@ -26,6 +26,7 @@ def _fail(message: str) -> None:
 def _guard(action: Callable[[], T]) -> T:
     """Run ``action``; a missing extra, setting or table, or an unreachable database is one
     line on stderr and exit 1."""
+    # Imported when it runs: psycopg and the outbox load only for the outbox commands.
     from worker_app.outbox.sql import OutboxTable, load_psycopg
 
     try:
@@ -51,6 +52,7 @@ def outbox_group() -> None:
 @outbox_group.command("sql")
 def sql_command() -> None:
     """Print the outbox schema as plain SQL, for your own migrations."""
+    # Imported when it runs: psycopg and the outbox load only for the outbox commands.
     from worker_app.outbox.sql import OutboxTable
 
     click.echo(OutboxTable.from_settings().ddl(), nl=False)
@@ -59,6 +61,7 @@ def sql_command() -> None:
 @outbox_group.command("migrate")
 def migrate_command() -> None:
     """Create the outbox table, its indexes and trigger in OUTBOX_DATABASE_URL (idempotent)."""
+    # Imported when it runs: psycopg and the outbox load only for the outbox commands.
     from worker_app.outbox.sql import OutboxTable, connect, database_url, migrate
 
     def run() -> str:
@@ -81,6 +84,7 @@ def migrate_command() -> None:
 )
 def relay_command(batch: int, poll: float) -> None:
     """Publish committed outbox rows to Redis until SIGTERM or Ctrl-C (run one or more)."""
+    # Imported when it runs: psycopg and the outbox load only for the outbox commands.
     from worker_app import tracing
     from worker_app.logs import configure_logging
     from worker_app.outbox.relay import Relay
@@ -102,6 +106,7 @@ def relay_command(batch: int, poll: float) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of lines.")
 def status_command(as_json: bool) -> None:
     """Unsent rows and the age of the oldest; sent rows still kept."""
+    # Imported when it runs: psycopg and the outbox load only for the outbox commands.
     from worker_app.outbox.status import read_status
 
     status = _guard(read_status)

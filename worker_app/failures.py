@@ -19,7 +19,7 @@ from typing import Any
 
 from kombu.asynchronous import get_event_loop
 
-from worker_app import dlq_store, keys, waits
+from worker_app import dlq_store, jobs, keys, waits
 from worker_app.dlq_store import Entry, Reason
 from worker_app.errors import InvalidPayload, PermanentError, PoisonPill
 
@@ -67,8 +67,6 @@ def entry_for(
 def handle_failure(entry: Entry) -> None:
     """Dead-letter ``entry`` where no held message waits on it (one ERROR line). A failure to
     write it is logged with the whole entry, so it is never lost silently."""
-    from worker_app import jobs
-
     try:
         dlq_store.add(entry)
     except Exception:
@@ -117,8 +115,6 @@ LOST = "MessageLost: the job's message is on no queue, parked or held (deleted o
 def dead_letter_lost(job_id: str) -> None:
     """Dead-letter a job whose record the sweep ended because its message was gone, from what
     its record tells, so it can be replayed."""
-    from worker_app import jobs
-
     job = jobs.store().get(job_id)
     if job is None:
         return

@@ -103,6 +103,7 @@ def registry() -> CollectorRegistry:
     reg = CollectorRegistry(auto_describe=False)
     reg.register(StateCollector())
     if get_settings().outbox_database_url is not None:
+        # Imported only when an outbox is configured: psycopg is optional.
         from worker_app.outbox.status import OutboxCollector
 
         reg.register(OutboxCollector())

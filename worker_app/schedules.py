@@ -25,7 +25,11 @@ from typing import Any
 from celery.schedules import crontab, schedule
 
 from worker_app import jobs, keys
+from worker_app.base import validate_payload
+from worker_app.client import get_task, submit
 from worker_app.durations import format_duration, parse_duration
+from worker_app.errors import WorkerAppError
+from worker_app.queues import check_queue
 from worker_app.redis_client import get_redis
 
 logger = logging.getLogger(__name__)
@@ -132,10 +136,6 @@ def _interval(name: str, every: str | float | timedelta) -> timedelta:
 
 def check_all() -> list[str]:
     """What is wrong with the declared schedules (unknown task or queue, invalid payload)."""
-    from worker_app.client import get_task
-    from worker_app.errors import WorkerAppError
-    from worker_app.queues import check_queue
-
     problems = []
     for entry in SCHEDULES.values():
         try:
@@ -144,8 +144,6 @@ def check_all() -> list[str]:
                 check_queue(entry.queue)
             model = getattr(target, "payload_model", None)
             if model is not None:
-                from worker_app.base import validate_payload
-
                 validate_payload(model, (), entry.payload)
         except WorkerAppError as exc:
             problems.append(f"schedule {entry.name!r}: {exc}")
@@ -158,8 +156,6 @@ def fire(entry: Periodic, slot: datetime) -> str | None:
     Returns:
         The job id when this call enqueued it, else None (skipped or already enqueued).
     """
-    from worker_app.client import submit
-
     client = get_redis()
     job_id = entry.job_id(slot)
     previous = client.hget(keys.PERIODIC_LAST, entry.name)

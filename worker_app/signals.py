@@ -25,6 +25,7 @@ from worker_app import jobs, keys, lifecycle, shutdown, tracing
 from worker_app.config import get_settings
 from worker_app.logs import JobContext, bind_job, clear_job, configure_logging
 from worker_app.queues import check_worker_queues
+from worker_app.redis_client import get_redis
 from worker_app.tracing import trace_id_of
 
 
@@ -82,7 +83,6 @@ def _on_revoked(request: Any = None, terminated: bool = False, **_: Any) -> None
 @heartbeat_sent.connect
 def _on_heartbeat(sender: Any = None, **_: Any) -> None:
     hostname = getattr(getattr(sender, "eventer", None), "hostname", None) or "worker"
-    from worker_app.redis_client import get_redis
 
     get_redis().set(keys.WORKER + str(hostname), "1", ex=keys.WORKER_TTL)
 

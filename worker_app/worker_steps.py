@@ -18,7 +18,9 @@ from worker_app.broker.sweep import end_orphan, orphans, sweep
 from worker_app.config import get_settings
 from worker_app.failures import LOST, dead_letter_lost
 from worker_app.health import beat
+from worker_app.queues import queue_stats
 from worker_app.redis_client import get_redis
+from worker_app.stats import COUNTERS
 from worker_app.waits import FLUSH_INTERVAL as WAIT_FLUSH_INTERVAL
 from worker_app.waits import WAITS
 
@@ -94,9 +96,6 @@ class StatsLine(bootsteps.StartStopStep):
 
     def log(self) -> None:
         from celery.worker import state
-
-        from worker_app.queues import queue_stats
-        from worker_app.stats import COUNTERS
 
         counts = COUNTERS.snapshot(state.all_total_count[0], len(state.active_requests))
         try:

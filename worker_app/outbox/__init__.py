@@ -95,6 +95,7 @@ def _kwargs(target: AnyTask, payload: Payload) -> dict[str, Any]:
     """The task's keyword arguments; validated against its model as ``enqueue`` would."""
     model = getattr(target, "payload_model", None)
     if model is not None:
+        # Imported when a payload model is checked: enqueue_tx stays light in web handlers.
         from worker_app.base import validate_payload
 
         checked = validate_payload(model, () if payload is None else (payload,), {})

@@ -27,9 +27,11 @@ from opentelemetry import context, propagate
 from redis import RedisError
 
 from worker_app import keys
+from worker_app.celery import app
 from worker_app.config import get_settings, mask_url
 from worker_app.dlq_store import Entry
 from worker_app.errors import OutboxUnavailable
+from worker_app.failures import handle_failure
 from worker_app.outbox.sql import OutboxTable, connect, database_url, load_psycopg
 from worker_app.redis_client import get_redis
 
@@ -162,8 +164,6 @@ class Relay:
         return len(rows)
 
     def _publish(self, row: tuple[Any, ...]) -> None:
-        from worker_app.celery import app
-
         job_id, task, queue, payload, run_at, created_at, trace_text = row
         options: dict[str, Any] = {}
         if run_at is not None and run_at > datetime.now(UTC):
@@ -192,8 +192,6 @@ class Relay:
                 context.detach(token)
 
     def _dead_letter(self, row: tuple[Any, ...], exc: Exception) -> None:
-        from worker_app.failures import handle_failure
-
         job_id, task, queue, payload, _run_at, created_at, trace_text = row
         logger.error("outbox row %s (%s) cannot be published: %s", job_id, task, exc)
         handle_failure(
