@@ -73,13 +73,18 @@ def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
     client.close()
 
 
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[RedisServer]:
-    """A redis-server of this test's own (to stop, restart or fill), in its own scratch dir."""
-    server = RedisServer(tmp_path / "broker", appendonly=False)
+def own_server(folder: Path, *, appendonly: bool = False) -> Iterator[RedisServer]:
+    """A redis-server of a test's own, in ``folder`` (its scratch dir), stopped afterwards."""
+    server = RedisServer(folder, appendonly=appendonly)
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test's own (to stop, restart or fill), in its own scratch dir."""
+    yield from own_server(tmp_path / "broker")
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BIN, ROOT, Worker, child_env, wait_until
+from tests.conftest import BIN, ROOT, Worker, child_env, own_server, wait_until
 from worker_app.devredis import RedisServer
 
 pytestmark = pytest.mark.fault
@@ -20,18 +20,13 @@ pytestmark = pytest.mark.fault
 
 @pytest.fixture
 def ledger(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "ledger", appendonly=False)
-    server.start()
-    yield server
-    server.stop()
+    yield from own_server(tmp_path / "ledger")
 
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "broker", appendonly=True)
-    server.start()
-    yield server
-    server.stop()
+    """The broker with AOF on: a restart keeps what it held."""
+    yield from own_server(tmp_path / "broker", appendonly=True)
 
 
 def enqueue_many(env: dict[str, str], run: str, count: int) -> None:

@@ -167,26 +167,31 @@ def script(name: str) -> Script:
     return Script(name)
 
 
-#: Every script of the product (``records`` and ``dlq`` are libraries, never run alone).
-NAMES = (
-    "publish",
-    "publish_batch",
-    "fetch",
-    "release",
-    "restore",
-    "start",
-    "finish",
-    "result",
-    "cancel",
-    "purge",
-    "presence",
-    "orphan",
-    "dlq_add",
-    "dlq_remove",
-    "dead",
-    "concurrency",
-    "ratelimit",
-)
+#: Every script of the product (``records`` and ``dlq`` are libraries, never run alone), and
+#: whether it is idempotent: a second run changes nothing the first did not (compare-and-set,
+#: writes of the same values, or ``publish`` by job id), so a call whose reply was lost is sent
+#: again.
+SCRIPTS: dict[str, bool] = {
+    "publish": True,
+    "publish_batch": False,
+    "fetch": False,
+    "release": True,
+    "restore": True,
+    "start": False,
+    "finish": True,
+    "result": True,
+    "cancel": True,
+    "purge": False,
+    "presence": True,
+    "orphan": True,
+    "dlq_add": True,
+    "dlq_remove": True,
+    "dead": True,
+    "concurrency": True,
+    "ratelimit": False,
+}
+NAMES = tuple(SCRIPTS)
+IDEMPOTENT = frozenset(name for name, again in SCRIPTS.items() if again)
 
 
 def pack_args(*args: Any) -> bytes:
@@ -215,26 +220,6 @@ def pack_command(*args: Any) -> bytes:
 def join_packed(count: int, packed: bytes, rest: list[Any]) -> bytes:
     """A command of ``count`` arguments already packed in ``packed``, followed by ``rest``."""
     return b"*%d\r\n" % (count + len(rest)) + packed + pack_args(*rest)
-
-
-#: Scripts whose second run changes nothing the first did not (compare-and-set, or writes of
-#: the same values): a call whose reply was lost is sent again.
-IDEMPOTENT = frozenset(
-    {
-        "publish",  # by job id: a message whose job already waits for it is not pushed again
-        "restore",
-        "result",
-        "finish",
-        "cancel",
-        "presence",
-        "orphan",
-        "dlq_add",
-        "dlq_remove",
-        "dead",
-        "concurrency",
-        "release",
-    }
-)
 
 
 def now_iso(now: float) -> str:
