@@ -61,7 +61,7 @@ def _producer(system: str) -> tuple[Any, Any]:
     """The plain call and the batch call of ``system``: each takes how many jobs to send."""
     if system == "worker_app":
         from bench.tasks import work
-        from worker_app.client import enqueue, enqueue_many
+        from worker_app.producer.client import enqueue, enqueue_many
 
         def plain(sent_at: float = 0.0) -> None:
             enqueue(work, {"sent_at": sent_at})
@@ -359,7 +359,7 @@ def main() -> None:
 
     import redis
 
-    from worker_app.devredis import RedisServer
+    from worker_app.cli.devredis import RedisServer
 
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)

@@ -18,10 +18,10 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 os.environ.update(REDIS_URL="redis://127.0.0.1:1/0", APP_ENV="test", LOG_LEVEL="warning")
 
-from worker_app import dlq  # noqa: E402
+from worker_app.cli.devredis import RedisServer  # noqa: E402
 from worker_app.config import get_settings  # noqa: E402
-from worker_app.devredis import RedisServer  # noqa: E402
-from worker_app.dlq_store import Entry  # noqa: E402
+from worker_app.dlq import entries, manage  # noqa: E402
+from worker_app.dlq.entries import Entry  # noqa: E402
 from worker_app.redis_client import get_redis  # noqa: E402
 
 
@@ -48,7 +48,7 @@ def main() -> None:
             reasons = ("retries_exhausted", "permanent_error", "invalid_payload")
             started = time.perf_counter()
             for i in range(args.entries):
-                dlq.store().add(
+                entries.store().add(
                     Entry(
                         task_id=f"bench-{i}",
                         task_name=kinds[i % 3],
@@ -61,18 +61,20 @@ def main() -> None:
                     )
                 )
             write_ms = 1000 * (time.perf_counter() - started) / args.entries
-            first, first_max = timed(lambda: dlq.list_entries(limit=50))
+            first, first_max = timed(lambda: manage.list_entries(limit=50))
             filtered, filtered_max = timed(
-                lambda: dlq.list_entries(dlq.Filter(task=kinds[1]), limit=50)
+                lambda: manage.list_entries(entries.Filter(task=kinds[1]), limit=50)
             )
             two, two_max = timed(
-                lambda: dlq.list_entries(dlq.Filter(task=kinds[1], reason=reasons[1]), limit=50)
+                lambda: manage.list_entries(
+                    entries.Filter(task=kinds[1], reason=reasons[1]), limit=50
+                )
             )
-            deep = dlq.list_entries(limit=50)
+            deep = manage.list_entries(limit=50)
             for _ in range(50):
-                deep = dlq.list_entries(cursor=deep.next_cursor, limit=50)
-            paged, paged_max = timed(lambda: dlq.list_entries(cursor=deep.next_cursor, limit=50))
-            stats, stats_max = timed(dlq.stats, repeat=5)
+                deep = manage.list_entries(cursor=deep.next_cursor, limit=50)
+            paged, paged_max = timed(lambda: manage.list_entries(cursor=deep.next_cursor, limit=50))
+            stats, stats_max = timed(manage.stats, repeat=5)
             env = {**os.environ, "PYTHONPATH": str(ROOT)}
             cli_samples = []
             for _ in range(5):

@@ -25,8 +25,8 @@ os.environ.update(REDIS_URL="redis://127.0.0.1:1/0", APP_ENV="test", LOG_LEVEL="
 
 from bench import tasks  # noqa: E402
 from worker_app.celery import app, reconfigure  # noqa: E402
+from worker_app.cli.devredis import RedisServer  # noqa: E402
 from worker_app.config import get_settings  # noqa: E402
-from worker_app.devredis import RedisServer  # noqa: E402
 
 MODES: dict[str, dict[str, str]] = {
     "single queue": {"ASYNQ_QUEUES": "default:1"},

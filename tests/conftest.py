@@ -41,8 +41,8 @@ for _name in [n for n in os.environ if n.startswith("ASYNQ_") and n not in TEST_
     del os.environ[_name]
 
 from worker_app.celery import app, reconfigure  # noqa: E402
+from worker_app.cli.devredis import RedisServer  # noqa: E402
 from worker_app.config import get_settings  # noqa: E402
-from worker_app.devredis import RedisServer  # noqa: E402
 
 
 def wait_until(condition: Callable[[], object], timeout: float, what: str) -> None:
@@ -211,7 +211,7 @@ class ApiServer:
     """``uvicorn`` serving the job API on a free port, as a child process."""
 
     def __init__(self, log_path: Path, env: dict[str, str]) -> None:
-        from worker_app.devredis import free_port
+        from worker_app.cli.devredis import free_port
 
         self.port = free_port()
         self.log_path = log_path

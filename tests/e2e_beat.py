@@ -8,7 +8,7 @@ import os
 
 from tests import e2e_tasks  # noqa: F401  - the scheduled tasks must be known to beat
 from worker_app.celery import app
-from worker_app.schedules import periodic
+from worker_app.flow.schedules import periodic
 
 for declaration in json.loads(os.environ.get("E2E_SCHEDULES", "[]")):
     periodic(**declaration)

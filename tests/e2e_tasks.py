@@ -136,7 +136,7 @@ def fail_kind(kind: str, n: int) -> None:
 @app.task(name="e2e.sleepy", bind=True)
 def sleepy(self: Any, key: str, seconds: float, cooperative: bool = False) -> str:
     """Run for ``seconds``; with ``cooperative`` stop as soon as the job is cancelled."""
-    from worker_app.jobs import check_cancelled
+    from worker_app.jobs.records import check_cancelled
 
     _record(key, self.request.retries + 1)
     deadline = time.monotonic() + seconds

@@ -13,7 +13,7 @@ from functools import cache
 
 import redis
 
-from worker_app.worker_steps import LeaseRenewer
+from worker_app.worker.steps import LeaseRenewer
 
 _renew_tick = LeaseRenewer.tick
 _failed = 0

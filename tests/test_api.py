@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from tests.conftest import API_TOKEN, ApiServer, Worker, wait_until
-from worker_app import jobs
+from worker_app.jobs import records
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 
@@ -125,7 +125,7 @@ def test_bad_requests_are_clear_json_errors(http: httpx.Client) -> None:
 
 
 def test_ten_thousand_jobs_page_through_without_gaps_or_duplicates(http: httpx.Client) -> None:
-    store = jobs.store()
+    store = records.store()
     kind = f"bulk.{uuid.uuid4().hex[:8]}"
     expected = set()
     for i in range(10_000):

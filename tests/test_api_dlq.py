@@ -10,8 +10,8 @@ import httpx
 import redis
 
 from tests.conftest import API_TOKEN, ApiServer, ReplayWorker, child_env, wait_until
-from worker_app import dlq
-from worker_app.dlq_store import Entry
+from worker_app.dlq import entries, manage
+from worker_app.dlq.entries import Entry
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
@@ -19,7 +19,7 @@ TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 def unknown_entry(key: str, value: int) -> str:
     """A dead letter of ``replay.note``, which neither this process nor the API has."""
     task_id = str(uuid.uuid4())
-    dlq.store().add(
+    entries.store().add(
         Entry(
             task_id=task_id,
             task_name="replay.note",
@@ -44,7 +44,7 @@ def test_an_unknown_task_is_requeued_unchanged_and_a_worker_with_it_runs_it(
         refused = http.post(f"/api/dlq/{one}/requeue", json={"payload": {"key": key}})
         assert refused.status_code == 422
         assert "task 'replay.note' is not registered in this process" in refused.json()["error"]
-        assert dlq.get(one) is not None
+        assert manage.get(one) is not None
 
         answer = http.post(f"/api/dlq/{one}/requeue")
         assert answer.status_code == 202
@@ -64,8 +64,8 @@ def test_an_unknown_task_is_requeued_unchanged_and_a_worker_with_it_runs_it(
             "stopped": None,
             "unvalidated": 1,
         }
-    assert dlq.get(one) is None and dlq.get(other) is None
-    assert dlq.history(task_id=one)[0]["validated"] is False
+    assert manage.get(one) is None and manage.get(other) is None
+    assert manage.history(task_id=one)[0]["validated"] is False
 
     worker = ReplayWorker(tmp_path / "worker.log", child_env()).start()
     try:

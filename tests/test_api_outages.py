@@ -10,7 +10,7 @@ import httpx
 import redis
 
 from tests.conftest import API_TOKEN, ApiServer, Worker, child_env, wait_until
-from worker_app.devredis import RedisServer
+from worker_app.cli.devredis import RedisServer
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 

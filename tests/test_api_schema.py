@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 from tests.conftest import API_TOKEN, BIN, ApiServer, child_env
-from worker_app.devredis import RedisServer
+from worker_app.cli.devredis import RedisServer
 
 
 def test_the_api_holds_to_its_schema(tmp_path: Path) -> None:

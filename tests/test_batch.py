@@ -14,9 +14,10 @@ from kombu.utils.json import loads as kombu_loads
 
 from tests import e2e_tasks
 from tests.conftest import Worker, wait_until
-from worker_app import jobs, keys
-from worker_app.client import enqueue, enqueue_many
+from worker_app import keys
 from worker_app.errors import InvalidPayload, UnknownQueue
+from worker_app.jobs import records
+from worker_app.producer.client import enqueue, enqueue_many
 
 
 def test_a_batch_runs_every_job_once_and_tracks_each(
@@ -28,7 +29,7 @@ def test_a_batch_runs_every_job_once_and_tracks_each(
     wait_until(lambda: redis_client.llen(key) >= 500, 60, "500 batch jobs to run")
     time.sleep(0.5)
     assert sorted(int(v) for v in redis_client.lrange(key, 0, -1)) == list(range(500))
-    store = jobs.store()
+    store = records.store()
     wait_until(
         lambda: all((job := store.get(i)) is not None and job.status == "succeeded" for i in ids),
         30,
@@ -59,7 +60,7 @@ def test_a_delayed_batch_waits_in_redis_and_runs_when_due(
         "e2e.record", [{"key": key, "value": n} for n in range(20)], countdown=3, queue="low"
     )
     assert redis_client.zcard(keys.DELAYED) >= 20
-    record = jobs.store().get(ids[0])
+    record = records.store().get(ids[0])
     assert record is not None and record.status == "scheduled" and record.queue == "low"
     assert redis_client.llen(key) == 0
     wait_until(lambda: redis_client.llen(key) >= 20, 30, "the delayed batch to run")
@@ -74,7 +75,7 @@ def test_a_restarted_redis_without_its_scripts_loses_no_job_and_no_record(
     redis_client.script_flush()
     ids += enqueue_many("e2e.record", [{"key": key, "value": n} for n in (1, 2, 3)])
     wait_until(lambda: redis_client.llen(key) >= 4, 30, "the four jobs")
-    store = jobs.store()
+    store = records.store()
     wait_until(
         lambda: all((job := store.get(i)) is not None and job.status == "succeeded" for i in ids),
         30,
@@ -94,21 +95,21 @@ def test_batch_messages_are_the_ones_celery_and_kombu_would_build(
     import json
 
     from worker_app.celery import app
-    from worker_app.publish import Job, _Publisher, _Template
+    from worker_app.producer.publish import Outgoing, _Publisher, _Template
 
     kwargs = {"key": 'a "quoted" \\ key', "value": 7, "nested": {"list": [1, 2.5, None]}}
     connection: Any
     with app.pool.acquire(block=True) as connection:
         publisher = _Publisher(connection.default_channel, e2e_tasks.record, "low")
         template = _Template(publisher, countdown, None, {"traceparent": "00-abc-def-01"})
-        job = Job(str(uuid.uuid4()), kwargs)
+        job = Outgoing(str(uuid.uuid4()), kwargs)
         arguments, payload = template.encode(job)
         built = template.message(job, 1234.5, arguments)
         assert len(built) <= template.size_bound(arguments)
         headers, body, properties = publisher.message(job, countdown, None)
         # Values plain JSON cannot hold take kombu's typed encoding, as with .delay().
         when = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
-        typed_job = Job(str(uuid.uuid4()), {"when": when})
+        typed_job = Outgoing(str(uuid.uuid4()), {"when": when})
         typed_arguments, typed_payload = template.encode(typed_job)
         typed = template.message(typed_job, 1.0, typed_arguments)
     headers.update({"traceparent": "00-abc-def-01", keys.PUBLISHED_AT: 1234.5})

@@ -20,7 +20,7 @@ from celery.result import AsyncResult
 
 from tests.conftest import BIN, ROOT, Worker, child_env, wait_until
 from worker_app import app
-from worker_app.devredis import RedisServer, free_port
+from worker_app.cli.devredis import RedisServer, free_port
 
 QUEUES = ("critical", "default", "low")
 BAD_QUEUES_LINE = (
@@ -240,7 +240,7 @@ def test_config_json_lists_every_variable() -> None:
 def test_dev_starts_a_private_redis_when_none_is_configured_or_reachable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import worker_app.devredis as devredis
+    import worker_app.cli.devredis as devredis
     from worker_app.config import get_settings
 
     default_url = "redis://localhost:6379/0"

@@ -18,7 +18,8 @@ from playwright.sync_api import Browser, Dialog, Page, expect
 from tests import e2e_tasks
 from tests.browser import chromium, screenshot_path
 from tests.conftest import API_TOKEN, ApiServer, Worker, wait_until
-from worker_app import dlq, jobs
+from worker_app.dlq import manage
+from worker_app.jobs import records
 
 TASK = "e2e.first_run_fails"
 # Both would set window.__xss if the page ever treated them as markup.
@@ -42,12 +43,12 @@ def page(browser: Browser, api: ApiServer) -> Iterator[Page]:
 def dead_letter(note: str) -> str:
     """Enqueue a job that fails permanently on its first run; return its id once dead-lettered."""
     job_id = str(e2e_tasks.first_run_fails.delay(f"console:{uuid.uuid4()}", note).id)
-    wait_until(lambda: dlq.get(job_id) is not None, 30, f"job {job_id} to be dead-lettered")
+    wait_until(lambda: manage.get(job_id) is not None, 30, f"job {job_id} to be dead-lettered")
     return job_id
 
 
 def status_of(job_id: str) -> str:
-    job = jobs.store().get(job_id)
+    job = records.store().get(job_id)
     return job.status if job else "unknown"
 
 
@@ -113,7 +114,7 @@ def test_a_dead_letter_found_and_requeued_in_the_console_then_succeeds(
     page.click("form.filters button[type=submit]")
     expect(page.locator(f"tr[data-job-id='{job_id}'] .badge")).to_have_text("succeeded")
     page.screenshot(path=screenshot_path("jobs"), full_page=True)
-    assert dlq.get(job_id) is None
+    assert manage.get(job_id) is None
 
 
 def test_bulk_requeue_delete_and_purge_ask_first_and_act_on_the_filtered_set(
@@ -126,7 +127,7 @@ def test_bulk_requeue_delete_and_purge_ask_first_and_act_on_the_filtered_set(
 
     page.once("dialog", lambda dialog: dialog.dismiss())
     page.click("#requeue-filtered")
-    assert all(dlq.get(job_id) is not None for job_id in batch), "a dismissed confirm acted"
+    assert all(manage.get(job_id) is not None for job_id in batch), "a dismissed confirm acted"
 
     page.once("dialog", lambda dialog: dialog.accept())
     page.click("#requeue-filtered")
@@ -143,14 +144,14 @@ def test_bulk_requeue_delete_and_purge_ask_first_and_act_on_the_filtered_set(
     page.once("dialog", lambda dialog: dialog.accept())
     page.click("#delete")
     expect(page.locator(".notice")).to_have_text("Deleted 1 dead-letter entry.")
-    assert dlq.get(doomed) is None and dlq.get(kept) is not None
+    assert manage.get(doomed) is None and manage.get(kept) is not None
 
     page.goto(f"/ui/dlq?task={TASK}")
     expect(page.locator("#matching")).to_have_text("1")
     page.once("dialog", lambda dialog: dialog.accept())
     page.click("#purge-filtered")
     expect(page.locator(".notice")).to_have_text("Purged 1 dead-letter entry.")
-    assert dlq.get(kept) is None
+    assert manage.get(kept) is None
 
 
 def test_the_queues_page_refreshes_itself(worker: Worker, page: Page) -> None:
@@ -162,7 +163,7 @@ def test_the_queues_page_refreshes_itself(worker: Worker, page: Page) -> None:
     job_id = dead_letter("live")
     expect(total).to_have_text(str(before + 1), timeout=10_000)
     assert navigations == [], "the page reloaded instead of refreshing its numbers"
-    dlq.delete(job_id)
+    manage.delete(job_id)
 
 
 def test_markup_in_arguments_and_errors_is_shown_as_text(worker: Worker, page: Page) -> None:
@@ -193,4 +194,4 @@ def test_markup_in_arguments_and_errors_is_shown_as_text(worker: Worker, page: P
         html = httpx.get(page.url.split("/ui")[0] + path, headers=bearer, timeout=10).text
         assert "<script>window" not in html and "<img" not in html, path
         assert str(escape(f"first run failed: {MARKUP}")[:60]) in html, path
-    dlq.delete(job_id)
+    manage.delete(job_id)

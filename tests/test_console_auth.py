@@ -13,9 +13,9 @@ import httpx
 import pytest
 
 from tests.conftest import API_TOKEN, ApiServer, child_env
-from worker_app import dlq
-from worker_app.devredis import RedisServer
-from worker_app.dlq_store import Entry
+from worker_app.cli.devredis import RedisServer
+from worker_app.dlq import entries, manage
+from worker_app.dlq.entries import Entry
 
 BEARER = {"Authorization": f"Bearer {API_TOKEN}"}
 HTML = {"Accept": "text/html"}
@@ -56,7 +56,7 @@ def csrf_of(client: httpx.Client, path: str = "/ui/dlq") -> str:
 
 def seed() -> str:
     task_id = f"console-auth-{uuid.uuid4()}"
-    dlq.store().add(Entry(task_id=task_id, task_name="console.check", reason="permanent_error"))
+    entries.store().add(Entry(task_id=task_id, task_name="console.check", reason="permanent_error"))
     return task_id
 
 
@@ -105,14 +105,14 @@ def test_actions_need_this_sessions_form_token(api: ApiServer) -> None:
         path = f"/ui/dlq/{task_id}/delete"
         assert client.post(path, data={}).status_code == 403
         assert client.post(path, data={"csrf": csrf_of(other)}).status_code == 403
-        assert dlq.get(task_id) is not None
+        assert manage.get(task_id) is not None
         done = client.post(path, data={"csrf": csrf_of(client)})
         assert done.status_code == 303 and done.headers["location"] == "/ui/dlq?done=deleted&n=1"
-    assert dlq.get(task_id) is None
+    assert manage.get(task_id) is None
     # A bearer caller is no browser a page could forge a form for: no form token needed.
     task_id = seed()
     answer = httpx.post(f"{api.url}/ui/dlq/{task_id}/delete", headers=BEARER)
-    assert answer.status_code == 303 and dlq.get(task_id) is None
+    assert answer.status_code == 303 and manage.get(task_id) is None
 
 
 def test_login_sends_people_only_to_console_pages(api: ApiServer) -> None:
@@ -166,7 +166,7 @@ def test_without_a_token_the_console_is_open_and_forms_still_need_their_token(
         task_id = seed()
         assert client.post(f"/ui/dlq/{task_id}/delete", data={}).status_code == 403
         done = client.post(f"/ui/dlq/{task_id}/delete", data={"csrf": csrf_of(client)})
-        assert done.status_code == 303 and dlq.get(task_id) is None
+        assert done.status_code == 303 and manage.get(task_id) is None
 
 
 def test_pages_say_so_when_redis_is_down(tmp_path: Path) -> None:

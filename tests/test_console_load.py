@@ -21,9 +21,9 @@ from playwright.sync_api import Browser, Page, expect
 from tests.browser import ARTIFACTS, chromium, screenshot_path
 from tests.conftest import API_TOKEN, ApiServer, child_env
 from worker_app import keys
-from worker_app.devredis import RedisServer
-from worker_app.dlq_store import REASONS, Entry, Store
-from worker_app.jobs import JobStore
+from worker_app.cli.devredis import RedisServer
+from worker_app.dlq.entries import REASONS, Entry, Store
+from worker_app.jobs.records import JobStore
 
 JOBS = 10_000
 DEAD_LETTERS = 10_000

@@ -14,8 +14,9 @@ import redis
 
 from tests import e2e_tasks
 from tests.conftest import Worker, child_env, wait_until
-from worker_app import app, enqueue, jobs, keys
-from worker_app.queues import queue_stats
+from worker_app import app, enqueue, keys
+from worker_app.broker.queues import queue_stats
+from worker_app.jobs import records
 
 pytestmark = pytest.mark.fault
 
@@ -44,7 +45,7 @@ def test_a_countdown_longer_than_the_visibility_timeout_runs_once_on_time(
 
         assert redis_client.zcard(keys.DELAYED) == 1  # parked, not on the queue
         assert redis_client.llen("default") == 0 and redis_client.hlen("unacked") == 0
-        job = jobs.store().get(task_id)
+        job = records.store().get(task_id)
         assert job is not None and job.status == "scheduled"
         stats = {q.name: q for q in queue_stats(redis_client)}
         assert stats["default"].scheduled == 1

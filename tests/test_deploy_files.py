@@ -151,11 +151,11 @@ def test_every_module_named_in_a_command_exists() -> None:
 def test_worker_app_config_warns_of_a_worker_grace_shorter_than_the_rule(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from worker_app.cli import grace_warnings
+    from worker_app.cli.main import grace_warnings
 
     monkeypatch.setenv("ASYNQ_SHUTDOWN_TIMEOUT", "25s")  # the default (the suite's is shorter)
     get_settings.cache_clear()
-    monkeypatch.setattr("worker_app.cli.get_settings", load_settings)
+    monkeypatch.setattr("worker_app.cli.main.get_settings", load_settings)
     assert grace_warnings(ROOT / "docker-compose.yml") == []
     short = tmp_path / "docker-compose.yml"
     compose_text = (ROOT / "docker-compose.yml").read_text()

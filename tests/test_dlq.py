@@ -17,8 +17,9 @@ from kombu.exceptions import OperationalError
 
 from tests import e2e_tasks
 from tests.conftest import Worker, wait_until
-from worker_app import app, dlq, enqueue, keys
-from worker_app.dlq_store import Entry, Store
+from worker_app import app, enqueue, keys
+from worker_app.dlq import entries, manage
+from worker_app.dlq.entries import Entry, Store
 from worker_app.errors import BrokerUnavailable
 
 BROKER_KEYS = ("critical", "default", "low", "unacked", "unacked_index")
@@ -36,7 +37,7 @@ def entry_of(task_id: str, timeout: float = 30) -> Entry:
     found: list[Entry] = []
 
     def check() -> bool:
-        got = dlq.get(task_id)
+        got = manage.get(task_id)
         if got is not None:
             found.append(got)
         return got is not None
@@ -87,7 +88,7 @@ def test_a_permanent_error_and_an_invalid_payload_are_dead_lettered_at_once(work
 def test_poison_messages_are_kept_and_the_worker_keeps_serving(
     worker: Worker, redis_client: redis.Redis
 ) -> None:
-    before = {e.task_id for e in dlq.store().iter()}
+    before = {e.task_id for e in entries.store().iter()}
     redis_client.lpush("default", b"\xff\xfe not json at all")
     redis_client.lpush("default", json.dumps({"hello": "world"}))
     unknown = app.send_task("nope.missing_task", args=[1, 2], queue="default").id
@@ -106,12 +107,12 @@ def test_poison_messages_are_kept_and_the_worker_keeps_serving(
         )
 
     wait_until(
-        lambda: len({e.task_id for e in dlq.store().iter()} - before) >= 6,
+        lambda: len({e.task_id for e in entries.store().iter()} - before) >= 6,
         30,
         "six poison messages",
     )
 
-    new = [e for e in dlq.store().iter() if e.task_id not in before]
+    new = [e for e in entries.store().iter() if e.task_id not in before]
     assert sorted((e.reason, e.exc_type) for e in new) == [
         ("undecodable", "ContentDisallowed"),  # pickle
         ("undecodable", "InvalidTaskError"),  # a body that is not [args, kwargs, embed]
@@ -120,10 +121,10 @@ def test_poison_messages_are_kept_and_the_worker_keeps_serving(
         ("undecodable", "NotACeleryMessage"),  # a message without Celery's headers
         ("unknown_task", "KeyError"),
     ]
-    unknown_entry = dlq.get(unknown)
+    unknown_entry = manage.get(unknown)
     assert unknown_entry is not None and unknown_entry.reason == "unknown_task"
     assert (unknown_entry.task_name, unknown_entry.args) == ("nope.missing_task", [1, 2])
-    pickle_entry = dlq.get(pickled)
+    pickle_entry = manage.get(pickled)
     assert pickle_entry is not None and pickle_entry.reason == "undecodable"
     assert pickle_entry.content_type == "application/x-python-serialize" and pickle_entry.raw
     raw_bytes = [
@@ -133,7 +134,7 @@ def test_poison_messages_are_kept_and_the_worker_keeps_serving(
         and "not json at all" in __import__("base64").b64decode(e.raw).decode(errors="replace")
     ]
     assert len(raw_bytes) == 1
-    assert dlq.get(malformed) is not None
+    assert manage.get(malformed) is not None
     assert worker.process is not None and worker.process.poll() is None
     good_batch_succeeds()
     assert redis_client.llen("never") == 0
@@ -160,12 +161,12 @@ def test_requeue_after_the_cause_is_fixed_runs_once_and_removes_the_entry(
     assert runs(redis_client, key) == 4
 
     redis_client.delete(f"broken:{key}")
-    assert dlq.requeue(task_id, actor="test")
+    assert manage.requeue(task_id, actor="test")
 
     wait_until(lambda: AsyncResult(task_id, app=app).state == "SUCCESS", 30, "the replay")
     assert runs(redis_client, key) == 5
-    assert dlq.get(task_id) is None
-    assert dlq.history(task_id=task_id)[0]["action"] == "requeue"
+    assert manage.get(task_id) is None
+    assert manage.history(task_id=task_id)[0]["action"] == "requeue"
 
 
 def test_requeue_while_redis_refuses_the_publish_keeps_the_entry(redis_client: redis.Redis) -> None:
@@ -176,14 +177,14 @@ def test_requeue_while_redis_refuses_the_publish_keeps_the_entry(redis_client: r
         kwargs={"key": "k", "value": 1},
         queue="default",
     )
-    dlq.store().add(entry)
+    entries.store().add(entry)
     redis_client.config_set("maxmemory", "1")
     try:
         with pytest.raises((OperationalError, redis.RedisError)):
-            dlq.requeue(entry.task_id, actor="test")
+            manage.requeue(entry.task_id, actor="test")
     finally:
         redis_client.config_set("maxmemory", "0")
-    assert dlq.get(entry.task_id) is not None
+    assert manage.get(entry.task_id) is not None
 
 
 def test_requeue_with_a_corrected_payload(worker: Worker, redis_client: redis.Redis) -> None:
@@ -191,8 +192,8 @@ def test_requeue_with_a_corrected_payload(worker: Worker, redis_client: redis.Re
     task_id = app.send_task("e2e.record", kwargs={"key": key, "value": -5}).id
     entry_of(task_id)
     with pytest.raises(Exception, match="value"):
-        dlq.requeue(task_id, payload={"key": key, "value": -6})
-    assert dlq.requeue(task_id, actor="test", payload={"key": key, "value": 5})
+        manage.requeue(task_id, payload={"key": key, "value": -6})
+    assert manage.requeue(task_id, actor="test", payload={"key": key, "value": 5})
     assert AsyncResult(task_id, app=app).get(timeout=30) == 5
     assert redis_client.lrange(key, 0, -1) == ["5"]
 
@@ -210,7 +211,7 @@ def test_the_same_task_id_twice_is_one_entry(redis_client: redis.Redis) -> None:
     assert store.count() == before + 1
     got = store.get(task_id)
     assert got is not None and got.exc_message == "second"
-    assert task_id not in {e.task_id for e in store.iter(dlq.Filter(reason="permanent_error"))}
+    assert task_id not in {e.task_id for e in store.iter(entries.Filter(reason="permanent_error"))}
 
 
 def test_retention_and_size_trimming_are_logged_with_counts(
@@ -234,18 +235,18 @@ def test_retention_and_size_trimming_are_logged_with_counts(
     assert {e.task_id for e in store.iter()} == {f"new-{i}" for i in range(1, 6)}
     assert store.trimmed_total() == 4
 
-    dlq.store.cache_clear()
-    settings_store = dlq.store()
+    entries.store.cache_clear()
+    settings_store = entries.store()
     settings_store.retention, settings_store.max_size = 60, 5
     with caplog.at_level(logging.WARNING, logger="worker_app.dlq"):
-        dlq.add(
+        entries.add(
             Entry(task_id="newest", task_name="a.b", reason="permanent_error", failed_at=now + 10)
         )
     assert (
         "trimmed 1 entry: 0 older than ASYNQ_DLQ_RETENTION, 1 beyond ASYNQ_DLQ_MAX_SIZE"
         in caplog.text
     )
-    dlq.store.cache_clear()
+    entries.store.cache_clear()
 
 
 @pytest.fixture
@@ -256,32 +257,38 @@ def three_kinds(worker: Worker) -> Iterator[dict[str, list[str]]]:
     for n in range(100):
         for kind in ids:
             ids[kind].append(e2e_tasks.fail_kind.delay(kind, n * 7919 + 13).id)
-    wait_until(lambda: dlq.store().count() >= 300, 60, "300 failures")
+    wait_until(lambda: entries.store().count() >= 300, 60, "300 failures")
     yield ids
 
 
 def test_failures_group_by_fingerprint_and_replay_by_one_at_a_bounded_rate(
     three_kinds: dict[str, list[str]],
 ) -> None:
-    stats = dlq.stats()
+    stats = manage.stats()
     assert stats["total"] == 300
     assert sorted(g["count"] for g in stats["by_fingerprint"]) == [100, 100, 100]
-    target = dlq.get(three_kinds["timeout"][0])
+    target = manage.get(three_kinds["timeout"][0])
     assert target is not None
     untouched = {
-        e.task_id: e.failed_at for e in dlq.store().iter() if e.fingerprint != target.fingerprint
+        e.task_id: e.failed_at
+        for e in entries.store().iter()
+        if e.fingerprint != target.fingerprint
     }
 
     started = time.monotonic()
-    result = dlq.requeue_many(dlq.Filter(fingerprint=target.fingerprint), actor="test", rate=20)
+    result = manage.requeue_many(
+        entries.Filter(fingerprint=target.fingerprint), actor="test", rate=20
+    )
     elapsed = time.monotonic() - started
 
     assert (result.done, result.refused) == (100, 0)
     assert elapsed >= 99 / 20  # never faster than the rate
     assert {
-        e.task_id: e.failed_at for e in dlq.store().iter() if e.fingerprint != target.fingerprint
+        e.task_id: e.failed_at
+        for e in entries.store().iter()
+        if e.fingerprint != target.fingerprint
     } == untouched
-    record = dlq.history(limit=1)[0]
+    record = manage.history(limit=1)[0]
     assert (record["action"], record["count"], record["filter"]) == (
         "requeue",
         100,
@@ -306,9 +313,9 @@ def test_a_bulk_requeue_stopped_by_redis_keeps_the_audit_record_of_what_it_did(
         for n in range(5)
     ]
     for entry in seeded:
-        dlq.store().add(entry)
+        entries.store().add(entry)
     newest_first = [e.task_id for e in reversed(seeded)]
-    publish = dlq._publish
+    publish = manage._publish
     published: list[str] = []
 
     def redis_goes_away_after_two(entry: Entry, payload: Any) -> bool:
@@ -317,13 +324,13 @@ def test_a_bulk_requeue_stopped_by_redis_keeps_the_audit_record_of_what_it_did(
         published.append(entry.task_id)
         return publish(entry, payload)
 
-    monkeypatch.setattr(dlq, "_publish", redis_goes_away_after_two)
-    result = dlq.requeue_many(dlq.Filter(fingerprint=seeded[0].fingerprint), actor="test")
+    monkeypatch.setattr(manage, "_publish", redis_goes_away_after_two)
+    result = manage.requeue_many(entries.Filter(fingerprint=seeded[0].fingerprint), actor="test")
 
     assert (result.done, result.total, result.refused) == (2, 5, 0)
     assert result.stopped == f"{newest_first[2]}: could not publish e2e.record: Redis unreachable"
-    assert [dlq.get(i) is None for i in newest_first] == [True, True, False, False, False]
-    record = dlq.history(limit=1)[0]
+    assert [manage.get(i) is None for i in newest_first] == [True, True, False, False, False]
+    record = manage.history(limit=1)[0]
     assert (record["count"], record["total"], record["stopped"], record["task_ids"]) == (
         2,
         5,

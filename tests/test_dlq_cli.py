@@ -11,8 +11,9 @@ import redis
 from celery.result import AsyncResult
 
 from tests.conftest import BIN, ROOT, ReplayWorker, Worker, child_env, wait_until
-from worker_app import app, dlq
-from worker_app.dlq_store import Entry
+from worker_app import app
+from worker_app.dlq import entries, manage
+from worker_app.dlq.entries import Entry
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
@@ -31,7 +32,7 @@ def cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str
 
 def seed(task: str, reason: str, message: str, **kwargs: object) -> str:
     task_id = str(uuid.uuid4())
-    dlq.store().add(
+    entries.store().add(
         Entry(
             task_id=task_id,
             task_name=task,
@@ -46,7 +47,7 @@ def seed(task: str, reason: str, message: str, **kwargs: object) -> str:
 
 
 def test_list_show_stats_and_history() -> None:
-    dlq.purge(actor="test")
+    manage.purge(actor="test")
     first = seed("e2e.record", "permanent_error", "order 17 rejected")
     second = seed("e2e.record", "permanent_error", "order 18 rejected")
     other = seed("e2e.flaky", "retries_exhausted", "timeout after 900ms")
@@ -66,16 +67,16 @@ def test_list_show_stats_and_history() -> None:
     assert "3 entries, 2 distinct failure(s)" in cli("stats").stdout
 
     assert cli("delete", other).returncode == 0
-    assert dlq.get(other) is None
+    assert manage.get(other) is None
     assert json.loads(cli("history", "--json").stdout)[0]["action"] == "delete"
 
 
 def test_purge_asks_first_and_mistakes_are_one_line() -> None:
     seed("e2e.record", "permanent_error", "x")
     declined = cli("purge", stdin="n\n")
-    assert declined.returncode == 1 and dlq.store().count() > 0
+    assert declined.returncode == 1 and entries.store().count() > 0
     assert cli("purge", "--yes").returncode == 0
-    assert dlq.store().count() == 0
+    assert entries.store().count() == 0
     for args, message in [
         (["show", "nope"], "no dead-letter entry 'nope'"),
         (["list", "--reason", "bogus"], "--reason 'bogus' is not one of"),
@@ -89,14 +90,14 @@ def test_purge_asks_first_and_mistakes_are_one_line() -> None:
 
 
 def test_requeue_by_filter_publishes_to_the_original_queue(redis_client: redis.Redis) -> None:
-    dlq.purge(actor="test")
+    manage.purge(actor="test")
     redis_client.delete("low")
     task_id = seed("maintenance.cleanup", "permanent_error", "boom", older_than_days=5)
     unknown = seed("gone.task", "unknown_task", "not registered")
     done = cli("requeue", "--reason", "permanent_error", "--rate", "10/s")
     assert done.returncode == 0, done.stderr
     assert "requeued 1 of 1, refused 0" in done.stdout
-    assert dlq.get(task_id) is None and dlq.get(unknown) is not None
+    assert manage.get(task_id) is None and manage.get(unknown) is not None
     assert redis_client.llen("low") == 1  # back on its original queue
     assert json.loads(cli("history", "--json").stdout)[0]["filter"] == {"reason": "permanent_error"}
     # A new payload cannot be validated without the task: refused, nothing changes.
@@ -104,7 +105,7 @@ def test_requeue_by_filter_publishes_to_the_original_queue(redis_client: redis.R
     lines = refused.stderr.strip().splitlines()
     assert refused.returncode == 1 and len(lines) == 1, refused.stderr
     assert "task 'gone.task' is not registered in this process" in lines[0]
-    assert dlq.get(unknown) is not None and redis_client.llen("low") == 1
+    assert manage.get(unknown) is not None and redis_client.llen("low") == 1
     redis_client.delete("low")
 
 
@@ -121,10 +122,10 @@ def test_an_unknown_task_is_replayed_unchanged_from_a_cli_without_it(
             queue="low",
             headers={"traceparent": TRACEPARENT},
         ).id
-        wait_until(lambda: dlq.get(task_id) is not None, 30, "the unknown task's dead letter")
+        wait_until(lambda: manage.get(task_id) is not None, 30, "the unknown task's dead letter")
     finally:
         lacking.stop()
-    entry = dlq.get(task_id)
+    entry = manage.get(task_id)
     assert entry is not None and (entry.reason, entry.queue) == ("unknown_task", "low")
 
     done = cli("requeue", task_id)
@@ -133,8 +134,8 @@ def test_an_unknown_task_is_replayed_unchanged_from_a_cli_without_it(
         f"requeued {task_id}, published unchanged: task 'replay.note' is not registered in "
         "this process, payload not validated"
     ]
-    assert dlq.get(task_id) is None
-    assert dlq.history(task_id=task_id)[0]["validated"] is False
+    assert manage.get(task_id) is None
+    assert manage.history(task_id=task_id)[0]["validated"] is False
 
     having = ReplayWorker(tmp_path / "having.log", child_env()).start()
     try:
@@ -158,7 +159,7 @@ def test_an_unknown_task_is_replayed_unchanged_from_a_cli_without_it(
 def test_a_bulk_requeue_that_stops_half_way_says_how_far_it_got(
     redis_client: redis.Redis,
 ) -> None:
-    dlq.purge(actor="test")
+    manage.purge(actor="test")
     redis_client.delete("low")
     # Newest first: 8, 7 and 6 go out, then the invalid 0 stops it; 5 is never reached.
     ids = [
@@ -172,9 +173,9 @@ def test_a_bulk_requeue_that_stops_half_way_says_how_far_it_got(
     assert done.returncode == 1 and len(lines) == 1, done.stderr
     assert lines[0].startswith(f"error: requeued 3 of 5, stopped: {ids[1]}: "), lines[0]
     assert "older_than_days" in lines[0]
-    assert [dlq.get(i) is not None for i in ids] == [True, True, False, False, False]
+    assert [manage.get(i) is not None for i in ids] == [True, True, False, False, False]
     assert redis_client.llen("low") == 3
-    record = dlq.history(limit=1)[0]
+    record = manage.history(limit=1)[0]
     assert (record["count"], record["total"], record["task_ids"]) == (3, 5, ids[:1:-1])
     assert record["stopped"] == lines[0].split("stopped: ", 1)[1]
     assert "stopped after 3 of 5" in cli("history").stdout

@@ -19,7 +19,7 @@ import redis
 
 from tests.conftest import BIN, ROOT, Worker, child_env, wait_until
 from worker_app import keys
-from worker_app.devredis import RedisServer
+from worker_app.cli.devredis import RedisServer
 
 pytestmark = pytest.mark.fault
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import BIN, ROOT, Worker, child_env, own_server, wait_until
-from worker_app.devredis import RedisServer
+from worker_app.cli.devredis import RedisServer
 
 pytestmark = pytest.mark.fault
 

@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 import redis
 
-from worker_app import jobs, keys
+from worker_app import keys
 from worker_app.broker import envelope, registry
+from worker_app.jobs import records
 
 Fetch = Callable[..., list[list[Any]]]
 
@@ -81,7 +82,7 @@ def message(job_id: str, queue: str, tag: Any = None, **headers: Any) -> bytes:
 
 
 def record(job_id: str, queue: str) -> None:
-    jobs.store().published(job_id, "t", queue, "pending", time.time(), 0, {}, reset=True)
+    records.store().published(job_id, "t", queue, "pending", time.time(), 0, {}, reset=True)
 
 
 def status(client: redis.Redis, job_id: str) -> str | None:
@@ -116,7 +117,7 @@ def test_a_cancelled_job_is_dropped_and_items_that_are_no_message_are_held_raw(
 ) -> None:
     cancelled = str(uuid.uuid4())
     record(cancelled, "q")
-    jobs.store().cancel(cancelled)
+    records.store().cancel(cancelled)
     bad = [b"not json", b'{"properties": {}}', message("x", "q", tag=7), b'{"a": "\xff\xfe"}']
     raw.lpush("q", message(cancelled, "q"), *bad)
     taken = fetch(["q"], [[1]] * 6)
@@ -164,7 +165,7 @@ def test_a_message_without_a_record_gets_one_marked_as_a_plain_celery_job(
     raw.lpush("q", json.dumps(envelope_))
     taken = fetch(["q"], [[1]])
     assert taken[0][1] == "held"
-    record_ = jobs.store().get(job_id)
+    record_ = records.store().get(job_id)
     assert record_ is not None
     assert (record_.type, record_.queue, record_.status) == ("foreign.add", "q", "active")
     assert record_.payload == {"args": [1, 2], "kwargs": {"k": "v"}}
@@ -186,7 +187,7 @@ def test_an_empty_take_clears_wake_up_tokens_and_a_queue_without_acks_is_not_hel
     assert fetch.drained == 1  # type: ignore[attr-defined]
     assert raw.exists(keys.WAKE + "q") == 0
     assert raw.hlen(keys.HELD) == raw.zcard(keys.HELD_INDEX) == 0
-    assert jobs.store().get("r1") is None
+    assert records.store().get("r1") is None
 
 
 def test_script_and_python_agree_on_an_envelope_whose_text_is_not_utf8(

@@ -19,7 +19,7 @@ import redis
 from tests import e2e_tasks
 from tests.conftest import child_env
 from tests.group_worker import GroupWorker
-from worker_app.devredis import RedisServer
+from worker_app.cli.devredis import RedisServer
 
 pytestmark = pytest.mark.fault
 

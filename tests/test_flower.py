@@ -10,7 +10,7 @@ import httpx
 
 from tests.conftest import BIN, ROOT, Worker, child_env, wait_until
 from worker_app import enqueue
-from worker_app.devredis import free_port
+from worker_app.cli.devredis import free_port
 
 
 def test_flower_requires_credentials_lists_the_worker_and_counts_tasks(tmp_path: Path) -> None:

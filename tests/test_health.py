@@ -11,7 +11,7 @@ import redis
 
 from tests.conftest import BIN, ROOT, Worker, child_env, wait_until
 from worker_app import keys
-from worker_app.health import check
+from worker_app.worker.health import check
 
 INTERVAL = 1.0
 

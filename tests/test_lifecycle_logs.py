@@ -9,7 +9,7 @@ import redis
 
 from tests import e2e_tasks
 from tests.conftest import Worker, child_env, wait_until
-from worker_app import dlq
+from worker_app.dlq import manage
 
 
 def test_every_event_is_one_line(tmp_path: Path, redis_client: redis.Redis) -> None:
@@ -19,7 +19,7 @@ def test_every_event_is_one_line(tmp_path: Path, redis_client: redis.Redis) -> N
         ok = e2e_tasks.flaky.delay(key, 1).id  # fails once, then succeeds
         bad = e2e_tasks.permanent.delay(f"{key}:p").id
         wait_until(
-            lambda: dlq.get(bad) is not None and redis_client.llen(key) == 2, 30, "both jobs"
+            lambda: manage.get(bad) is not None and redis_client.llen(key) == 2, 30, "both jobs"
         )
         wait_until(lambda: worker.lines(rf"e2e.flaky\[{ok}\] succeeded in"), 10, "the success line")
     finally:

@@ -10,8 +10,8 @@ import httpx
 import redis
 
 from tests.conftest import API_TOKEN, ApiServer, Worker, child_env, wait_until
-from worker_app import dlq
-from worker_app.dlq_store import Entry
+from worker_app.dlq import entries
+from worker_app.dlq.entries import Entry
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 
@@ -45,8 +45,10 @@ def test_depth_and_oldest_age_grow_without_a_worker_and_drop_when_drained(
         )
         assert later >= age + 0.9  # no worker: it keeps growing
 
-        dead = dlq.store().count(dlq.Filter(reason="unknown_task"))
-        dlq.store().add(Entry(task_id=f"m-{time.time()}", task_name="x.y", reason="unknown_task"))
+        dead = entries.store().count(entries.Filter(reason="unknown_task"))
+        entries.store().add(
+            Entry(task_id=f"m-{time.time()}", task_name="x.y", reason="unknown_task")
+        )
 
         worker = Worker(tmp_path / "worker.log", child_env()).start()
         try:

@@ -12,14 +12,16 @@ import redis
 from tests import e2e_tasks
 from tests.conftest import Worker, child_env, wait_until
 from tests.test_periodic import Beat
-from worker_app import dlq, jobs, keys
-from worker_app.client import enqueue
+from worker_app import keys
+from worker_app.dlq import manage
+from worker_app.jobs import records
+from worker_app.producer.client import enqueue
 
 LEASE = "3s"
 
 
 def status(job_id: str) -> str | None:
-    job = jobs.store().get(job_id)
+    job = records.store().get(job_id)
     return job.status if job else None
 
 
@@ -50,10 +52,10 @@ def test_a_periodic_job_whose_message_was_removed_runs_again_at_a_later_slot(
         beat.stop()
         if worker is not None:
             worker.stop()
-    job = jobs.store().get(first)
+    job = records.store().get(first)
     assert job is not None and job.status == "failed"
     assert "MessageLost" in (job.last_error or "")
-    entry = dlq.get(first)
+    entry = manage.get(first)
     assert entry is not None and entry.reason == "lost" and entry.task_name == "e2e.tick"
     assert entry.kwargs == {"key": name}
     assert redis_client.hget(keys.PERIODIC_LAST, name) != first

@@ -226,7 +226,7 @@ def test_metrics_show_the_outbox_only_when_configured(
 ) -> None:
     from prometheus_client import generate_latest
 
-    from worker_app.metrics import registry
+    from worker_app.api.metrics import registry
 
     assert b"worker_app_outbox" not in generate_latest(registry())
     enqueue_tx(conn, "e2e.outbox_order", PAYLOAD)
@@ -247,9 +247,9 @@ def test_without_psycopg_worker_app_imports_and_the_outbox_says_what_is_missing(
     code = (
         "import sys\n"
         "sys.modules['psycopg'] = None  # as if the postgres extra were not installed\n"
-        "import worker_app, worker_app.outbox, worker_app.cli\n"
+        "import worker_app, worker_app.outbox, worker_app.cli.main\n"
         "from worker_app import enqueue_tx\n"
-        "worker_app.cli.main(['outbox', 'status'])\n"
+        "worker_app.cli.main.main(['outbox', 'status'])\n"
     )
     env = child_env(OUTBOX_DATABASE_URL="postgresql://app@127.0.0.1:1/app")
     result = subprocess.run(

@@ -24,7 +24,7 @@ import redis
 from tests import e2e_tasks
 from tests.conftest import BIN, Worker, child_env, wait_until
 from tests.outbox_support import RelayProcess, TcpProxy, private_database
-from worker_app.jobs import store
+from worker_app.jobs.records import store
 from worker_app.outbox import enqueue_tx
 
 pytestmark = pytest.mark.timeout(300)
@@ -316,8 +316,8 @@ def test_postgresql_outage_one_line_each_way_then_catch_up(
 def test_dev_creates_the_table_and_relays_it(
     tmp_path: Path, db_url: str, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from worker_app.cli.devredis import free_port
     from worker_app.config import get_settings
-    from worker_app.devredis import free_port
 
     env = child_env(OUTBOX_DATABASE_URL=db_url, OUTBOX_TABLE="dev.outbox", APP_ENV="development")
     log_path = tmp_path / "dev.log"
@@ -391,7 +391,7 @@ def test_a_row_that_can_never_be_published_is_dead_lettered_not_retried_forever(
     outbox_worker: Worker,
     redis_client: redis.Redis,
 ) -> None:
-    from worker_app import dlq
+    from worker_app.dlq import manage
 
     stranded = str(uuid.uuid4())  # its queue was removed from ASYNQ_QUEUES after it committed
     conn.execute(
@@ -403,12 +403,12 @@ def test_a_row_that_can_never_be_published_is_dead_lettered_not_retried_forever(
     run = f"stranded-{uuid.uuid4().hex[:8]}"
     relay_proc = relay(tmp_path, db_url, "relay")
     try:
-        wait_until(lambda: dlq.get(stranded) is not None, 30, "the row to be dead-lettered")
+        wait_until(lambda: manage.get(stranded) is not None, 30, "the row to be dead-lettered")
         after = commit_orders(conn, run, 5)  # the relay goes on with the next rows
         wait_all_ran(redis_client, run, set(after), 30)
     finally:
         relay_proc.stop()
-    entry = dlq.get(stranded)
+    entry = manage.get(stranded)
     assert entry is not None and entry.reason == "permanent_error" and entry.queue == "retired"
     assert relay_proc.lines(rf"outbox row {stranded} .*cannot be published")
     assert unsent(db_url) == 0
@@ -442,7 +442,7 @@ def test_sent_rows_are_deleted_after_the_retention(
 def test_a_redis_outage_holds_the_rows_until_redis_returns(
     tmp_path: Path, db_url: str, conn: psycopg.Connection[Any]
 ) -> None:
-    from worker_app.devredis import RedisServer
+    from worker_app.cli.devredis import RedisServer
 
     private = RedisServer(tmp_path / "redis", appendonly=True)
     private.start()

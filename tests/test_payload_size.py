@@ -9,9 +9,9 @@ import redis
 
 from tests import e2e_tasks
 from tests.conftest import API_TOKEN, ApiServer
-from worker_app.client import enqueue
 from worker_app.errors import PayloadTooLarge
-from worker_app.publish import enqueue_many
+from worker_app.producer.client import enqueue
+from worker_app.producer.publish import enqueue_many
 
 BIG = "x" * (2 * 1024 * 1024)
 

@@ -18,9 +18,9 @@ import redis
 from tests import e2e_tasks  # noqa: F401  - the scheduled task must be registered here too
 from tests.conftest import BIN, ROOT, Worker, child_env, wait_until
 from worker_app import keys
-from worker_app.cli import main
-from worker_app.health import check_scheduler
-from worker_app.schedules import Periodic, fire, periodic
+from worker_app.cli.main import main
+from worker_app.flow.schedules import Periodic, fire, periodic
+from worker_app.worker.health import check_scheduler
 
 
 class Beat:

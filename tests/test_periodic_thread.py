@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import wait_until
-from worker_app.worker_steps import PeriodicThread
+from worker_app.worker.steps import PeriodicThread
 
 
 class Flaky(PeriodicThread):

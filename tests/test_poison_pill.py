@@ -15,7 +15,8 @@ from tests import e2e_tasks
 from tests.conftest import Worker, child_env, wait_until
 from tests.group_worker import GroupWorker
 from tests.test_dlq import entry_of, good_batch_succeeds, runs
-from worker_app import app, dlq, keys
+from worker_app import app, keys
+from worker_app.dlq import manage
 
 pytestmark = pytest.mark.fault
 
@@ -59,7 +60,7 @@ def test_requeues_by_three_graceful_restarts_are_no_deaths(
     finally:
         last.stop()
     assert runs(redis_client, key) == 4
-    assert dlq.get(task_id) is None
+    assert manage.get(task_id) is None
 
 
 def test_a_worker_lost_three_times_while_running_the_job_makes_it_a_poison_pill(

@@ -161,7 +161,7 @@ def test_queues_command_counts_ready_and_scheduled_messages(broker: redis.Redis)
 
 
 def test_strict_order_is_by_weight_and_weighted_order_is_a_permutation() -> None:
-    from worker_app.queues import WeightedOrder
+    from worker_app.broker.queues import WeightedOrder
 
     order = WeightedOrder(["low", "critical", "default"])
     assert sorted(order.consume(3)) == ["critical", "default", "low"]

@@ -14,9 +14,9 @@ import pytest
 import redis
 
 from tests import e2e_tasks
-from worker_app import jobs
 from worker_app.broker.publish import publish, record_of
-from worker_app.client import enqueue
+from worker_app.jobs import records
+from worker_app.producer.client import enqueue
 
 pytestmark = pytest.mark.fault
 
@@ -37,7 +37,7 @@ def test_the_same_publish_twice_pushes_one_message(raw_redis: redis.Redis) -> No
     retry = record_of({**headers, "retries": 1}, [], {}, "low")
     publish(raw_redis, "low", message, record=retry)
     assert raw_redis.llen("low") == 2
-    jobs.JobStore(raw_redis, 60).finished(job_id, "failed")
+    records.JobStore(raw_redis, 60).finished(job_id, "failed")
     publish(raw_redis, "low", message, record=record)
     assert raw_redis.llen("low") == 3
 
@@ -82,4 +82,4 @@ def test_a_publish_whose_reply_is_late_is_sent_again_and_stored_once(
             assert redis_client.hget(f"worker_app:job:{job_id}", "status") == "pending"
     finally:
         for job_id in (delay_id, enqueue_id):
-            jobs.store().cancel(job_id)
+            records.store().cancel(job_id)

@@ -13,7 +13,9 @@ import redis
 
 from tests import e2e_tasks
 from tests.conftest import Worker, wait_until
-from worker_app import dlq, jobs, keys
+from worker_app import keys
+from worker_app.dlq import manage
+from worker_app.jobs import records
 
 ONCE = {keys.PUBLISH_ONCE: "1"}
 
@@ -23,7 +25,7 @@ def attempts(client: redis.Redis, key: str) -> list[int]:
 
 
 def status(job_id: str) -> str:
-    job = jobs.store().get(job_id)
+    job = records.store().get(job_id)
     return job.status if job is not None else ""
 
 
@@ -41,11 +43,11 @@ def test_a_repeat_after_the_job_finished_is_not_run_and_keeps_the_record(
     key, job_id = f"once:{uuid.uuid4()}", str(uuid.uuid4())
     publish_once(e2e_tasks.flaky, (key, 0), job_id)
     wait_until(lambda: status(job_id) == "succeeded", 30, "the job to succeed")
-    first = jobs.store().get(job_id)
+    first = records.store().get(job_id)
     publish_once(e2e_tasks.flaky, (key, 0), job_id)
     wait_until(lambda: duplicates(worker, job_id), 30, "the repeat to be skipped")
     assert attempts(redis_client, key) == [1]
-    assert jobs.store().get(job_id) == first  # not reset to pending, not touched
+    assert records.store().get(job_id) == first  # not reset to pending, not touched
 
 
 def test_a_repeat_while_the_job_runs_is_not_run(worker: Worker, redis_client: redis.Redis) -> None:
@@ -85,12 +87,12 @@ def test_a_dead_lettered_publish_once_job_is_requeued_and_runs_again(
 ) -> None:
     key, job_id = f"once-dlq:{uuid.uuid4()}", str(uuid.uuid4())
     publish_once(e2e_tasks.permanent, (key,), job_id)
-    wait_until(lambda: dlq.get(job_id) is not None, 30, "the job to be dead-lettered")
-    entry = dlq.get(job_id)
+    wait_until(lambda: manage.get(job_id) is not None, 30, "the job to be dead-lettered")
+    entry = manage.get(job_id)
     assert entry is not None and entry.headers.get(keys.PUBLISH_ONCE) == "1"
-    assert dlq.requeue(job_id, actor="test")
+    assert manage.requeue(job_id, actor="test")
     wait_until(lambda: len(attempts(redis_client, key)) == 2, 30, "the requeued job to run")
-    wait_until(lambda: dlq.get(job_id) is not None, 30, "it to fail again")
+    wait_until(lambda: manage.get(job_id) is not None, 30, "it to fail again")
     assert not duplicates(worker, job_id)
 
 
@@ -102,7 +104,7 @@ def test_an_operator_retry_of_a_cancelled_publish_once_job_runs_it(
     key, job_id = f"once-cancelled:{uuid.uuid4()}", str(uuid.uuid4())
     publish_once(e2e_tasks.flaky, (key, 0), job_id, countdown=3600)
     wait_until(lambda: status(job_id) == "scheduled", 30, "the job to be scheduled")
-    jobs.store().cancel(job_id)
+    records.store().cancel(job_id)
     assert status(job_id) == "cancelled"
     retry_job(job_id)
     wait_until(lambda: status(job_id) == "succeeded", 30, "the retried job to succeed")
@@ -113,7 +115,7 @@ def test_an_operator_retry_of_a_cancelled_publish_once_job_runs_it(
 def test_a_repeat_while_the_job_is_deferred_is_not_run(
     worker: Worker, redis_client: redis.Redis
 ) -> None:
-    from worker_app.concurrency import slot_key
+    from worker_app.flow.concurrency import slot_key
 
     key, org, job_id = f"once-busy:{uuid.uuid4()}", uuid.uuid4().hex, str(uuid.uuid4())
     slots = slot_key("e2e.per_org", org)

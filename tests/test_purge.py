@@ -13,8 +13,9 @@ import redis
 
 from tests import e2e_tasks
 from tests.conftest import BIN, ROOT, child_env
-from worker_app import jobs, keys
-from worker_app.client import enqueue
+from worker_app import keys
+from worker_app.jobs import records
+from worker_app.producer.client import enqueue
 
 
 def run(*argv: str) -> subprocess.CompletedProcess[str]:
@@ -34,7 +35,7 @@ def seed(key: str) -> tuple[list[str], list[str], str]:
 
 
 def status(job_id: str) -> str:
-    job = jobs.store().get(job_id)
+    job = records.store().get(job_id)
     assert job is not None
     return job.status
 
@@ -53,7 +54,7 @@ def test_worker_app_purge_removes_waiting_and_parked_jobs_and_cancels_them(
     assert removed["default"]["waiting"] >= len(waiting)
     assert removed["default"]["parked"] >= len(parked)
     for job_id in waiting + parked:
-        job = jobs.store().get(job_id)
+        job = records.store().get(job_id)
         assert job is not None and job.status == "cancelled" and job.last_error == "purged"
     assert redis_client.llen("default") == redis_client.llen("default\x06\x169") == 0
     parked_now = [

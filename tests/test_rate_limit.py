@@ -10,8 +10,8 @@ import redis
 
 from tests import e2e_tasks
 from tests.conftest import Worker, child_env, wait_until
-from worker_app import dlq
-from worker_app.ratelimit import parse_rate
+from worker_app.dlq import manage
+from worker_app.flow.ratelimit import parse_rate
 
 
 def test_twenty_per_second_across_two_workers(tmp_path: Path, redis_client: redis.Redis) -> None:
@@ -26,7 +26,7 @@ def test_twenty_per_second_across_two_workers(tmp_path: Path, redis_client: redi
     runs = [json.loads(r) for r in redis_client.lrange(key, 0, -1)]
     assert len(runs) == 100  # nothing dropped, nothing twice
     assert {r["retries"] for r in runs} == {0}  # deferrals used no retry
-    assert all(dlq.get(i) is None for i in ids)
+    assert all(manage.get(i) is None for i in ids)
     times = sorted(r["at"] for r in runs)
     busiest = max(sum(1 for t in times if start <= t < start + 1.0) for start in times)
     span = times[-1] - times[0]

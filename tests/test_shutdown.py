@@ -16,7 +16,8 @@ from celery.result import AsyncResult
 
 from tests import e2e_tasks
 from tests.conftest import Worker, child_env, wait_until
-from worker_app import app, jobs
+from worker_app import app
+from worker_app.jobs import records
 
 pytestmark = pytest.mark.fault
 
@@ -130,7 +131,7 @@ def test_sigterm_gives_back_held_jobs_at_once_and_exits_inside_a_30s_grace(
             for key in [long_key, *short_keys]
         }
     finally:
-        jobs.store().cancel(long_id)  # the second run stops at once (it checks)
+        records.store().cancel(long_id)  # the second run stops at once (it checks)
         second.stop()
     short_after = [starts[key][0] - signalled for key in short_keys]
     long_after = starts[long_key][1] - exited

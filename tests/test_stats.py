@@ -10,7 +10,8 @@ import redis
 
 from tests import e2e_tasks
 from tests.conftest import Worker, child_env, wait_until
-from worker_app import app, dlq, enqueue
+from worker_app import app, enqueue
+from worker_app.dlq import manage
 
 
 def test_the_stats_line_counts_what_the_worker_did(
@@ -24,7 +25,7 @@ def test_the_stats_line_counts_what_the_worker_did(
         permanent = e2e_tasks.permanent.delay(key).id
         e2e_tasks.flaky.delay(f"{key}:flaky", 2)  # two retries, then success
         unknown = app.send_task("nope.unknown", queue="default").id
-        wait_until(lambda: dlq.get(permanent) and dlq.get(unknown), 30, "the failures")
+        wait_until(lambda: manage.get(permanent) and manage.get(unknown), 30, "the failures")
         wait_until(
             lambda: redis_client.llen(f"{key}:flaky") == 3 and redis_client.llen(key) >= 2,
             30,

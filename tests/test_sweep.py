@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 import redis
 
-from worker_app import jobs, keys
+from worker_app import keys
 from worker_app.broker import sweep
+from worker_app.jobs import records
 
 
 @pytest.fixture
@@ -59,7 +60,7 @@ def test_a_lease_renewed_after_the_sweep_read_it_is_not_restored(raw: redis.Redi
 
 
 def publish_record(job_id: str, queue: str, status: str = "pending") -> None:
-    jobs.store().published(job_id, "t", queue, status, time.time(), 0, {}, reset=True)
+    records.store().published(job_id, "t", queue, status, time.time(), 0, {}, reset=True)
 
 
 def test_only_records_without_any_message_are_orphans(raw: redis.Redis) -> None:
@@ -74,7 +75,7 @@ def test_only_records_without_any_message_are_orphans(raw: redis.Redis) -> None:
     found = sweep.orphans(raw, ["q"], 0.01, {})
     assert [orphan.job_id for orphan in found] == [ids["gone"]]
     assert sweep.end_orphan(raw, found[0], 60, "MessageLost: gone")
-    job = jobs.store().get(ids["gone"])
+    job = records.store().get(ids["gone"])
     assert job is not None and job.status == "failed" and job.last_error == "MessageLost: gone"
     # A record that changed since the search saw it is left alone.
     again = sweep.Orphan(ids["waiting"], "pending", "0")

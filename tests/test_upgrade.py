@@ -22,7 +22,7 @@ import redis
 
 from tests.conftest import BIN, ROOT, Worker, child_env, wait_until
 from tests.group_worker import GroupWorker
-from worker_app.devredis import RedisServer
+from worker_app.cli.devredis import RedisServer
 
 pytestmark = pytest.mark.fault
 
@@ -110,7 +110,7 @@ class OldRelease:
 
 
 def records(url: str, ids: list[str]) -> dict[str, Any]:
-    """The records of ``ids`` as this release's ``worker_app.jobs.store()`` reads them."""
+    """The records of ``ids`` as this release's ``worker_app.jobs.records.store()`` reads them."""
     env = child_env(REDIS_URL=url)
     argv = [str(BIN / "python"), "-c", FILL.read_text(), "records", json.dumps(ids)]
     out = _run(argv, "reading records with this release", cwd=ROOT, env=env)

@@ -13,7 +13,7 @@ from celery.result import AsyncResult
 from tests import e2e_tasks
 from tests.conftest import Worker, wait_until
 from worker_app import app, enqueue
-from worker_app.base import backoff_bound
+from worker_app.task import backoff_bound
 
 RETRY_LINE = re.compile(r"retrying in ([\d.]+)s \(attempt (\d+) of (\d+), bound ([\d.]+)s\)")
 

@@ -3,7 +3,7 @@
 ``python -c "<this file's text>" publish '{"task": ..., "calls": [[args], ...], "options": {}}'``
 publishes one job per call through the release's own publisher and prints the job ids as a JSON
 list, then the file of the ``worker_app`` it used. ``records '<JSON list of ids>'`` prints each
-job's status as ``worker_app.jobs.store()`` reads it, and the ids its listings show per status.
+job's status as the release's job store reads it, and the ids its listings show per status.
 Only names both releases share are used (the e2e tasks, ``app.tasks``, ``store().get/page``).
 """
 
@@ -29,7 +29,7 @@ def publish(spec: dict[str, Any]) -> None:
 
 
 def records(ids: list[str]) -> None:
-    from worker_app.jobs import store
+    from worker_app.jobs.records import store
 
     jobs = store()
     statuses = {}

@@ -11,15 +11,15 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from worker_app.celery import app
-    from worker_app.client import (
+    from worker_app.config import Settings, get_settings
+    from worker_app.outbox import enqueue_tx
+    from worker_app.producer.client import (
         enqueue,
         enqueue_critical,
         enqueue_default,
         enqueue_low,
         enqueue_many,
     )
-    from worker_app.config import Settings, get_settings
-    from worker_app.outbox import enqueue_tx
 
 __all__ = [
     "app",
@@ -35,11 +35,11 @@ __all__ = [
 
 _HOMES = {
     "app": "worker_app.celery",
-    "enqueue": "worker_app.client",
-    "enqueue_critical": "worker_app.client",
-    "enqueue_default": "worker_app.client",
-    "enqueue_low": "worker_app.client",
-    "enqueue_many": "worker_app.client",
+    "enqueue": "worker_app.producer.client",
+    "enqueue_critical": "worker_app.producer.client",
+    "enqueue_default": "worker_app.producer.client",
+    "enqueue_low": "worker_app.producer.client",
+    "enqueue_many": "worker_app.producer.client",
     "enqueue_tx": "worker_app.outbox",
     "Settings": "worker_app.config",
     "get_settings": "worker_app.config",

@@ -1,5 +1,5 @@
 """``python -m worker_app`` runs the operator CLI."""
 
-from worker_app.cli import main
+from worker_app.cli.main import main
 
 main()

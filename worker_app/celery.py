@@ -12,27 +12,31 @@ from kombu import Exchange, Queue
 from worker_app import keys
 from worker_app.broker.envelope import PRIORITY_STEPS
 from worker_app.config import ConfigError, Settings, get_settings, sentinel_master
-from worker_app.consumer import BindChannel
 from worker_app.errors import UnknownTask
 from worker_app.redis_client import HEALTH_CHECK_INTERVAL, SOCKET_CONNECT_TIMEOUT, SOCKET_TIMEOUT
-from worker_app.worker_steps import (
-    DelayReleaser,
-    Heartbeat,
-    HeldSweeper,
-    LeaseRenewer,
-    StatsLine,
-    WaitFlusher,
-)
 
 # The soft time limit fires this share of the hard limit earlier (at most 30 s), so the task can
 # be retried cleanly before the pool kills it.
 SOFT_LIMIT_SHARE = 0.1
 SOFT_LIMIT_MARGIN_MAX = 30.0
-# Publishing does not hang while Redis is away: three quick tries, then the caller gets an error.
 # How long the pool waits for a result from a process that died before it calls the job lost.
 # With acks_late nothing is lost by deciding fast, and poison pills are counted promptly
 # (Celery's 10 s default lets a task's hard time limit fire first).
 WORKER_LOST_WAIT = 1.0
+# The worker's bootsteps, by dotted path as Celery loads its own: loading the app (in a web
+# process, say) never imports the worker side.
+WORKER_STEPS = {
+    f"worker_app.worker.steps:{name}"
+    for name in (
+        "Heartbeat",
+        "LeaseRenewer",
+        "HeldSweeper",
+        "StatsLine",
+        "DelayReleaser",
+        "WaitFlusher",
+    )
+}
+# Publishing does not hang while Redis is away: three quick tries, then the caller gets an error.
 PUBLISH_RETRY_POLICY = {
     "max_retries": 3,
     "interval_start": 0,
@@ -76,7 +80,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         **socket_options,
         "visibility_timeout": settings.asynq_visibility_timeout.total_seconds(),
         # Weighted (or strict) queue order, drawn afresh for every fetch.
-        "queue_order_strategy": "worker_app.queues:WeightedOrder",
+        "queue_order_strategy": "worker_app.broker.queues:WeightedOrder",
         # kombu's default priority lists, read in priority order within each queue: a plain
         # Celery producer's messages with any priority are consumed.
         "priority_steps": list(PRIORITY_STEPS),
@@ -92,10 +96,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_url": url,
         # kombu's Redis transport bound to the product's protocol (worker_app.broker).
         "broker_transport": f"worker_app.broker.transport:{transport_class}",
-        "worker_consumer": "worker_app.consumer:Consumer",
+        "worker_consumer": "worker_app.worker.consumer:Consumer",
         # Results are read from job records, which every job has anyway: nothing is written
         # per task for Celery's result API (AsyncResult.get and .state still work).
-        "result_backend": "worker_app.results:JobRecordBackend",
+        "result_backend": "worker_app.jobs.results:JobRecordBackend",
         "broker_transport_options": transport,
         "broker_use_ssl": use_ssl,
         "broker_connection_retry_on_startup": True,
@@ -122,7 +126,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_default_exchange": default,
         "task_default_routing_key": default,
         "task_create_missing_queues": False,
-        "task_routes": ("worker_app.queues:route_task",),
+        "task_routes": ("worker_app.broker.queues:route_task",),
         "task_publish_retry_policy": PUBLISH_RETRY_POLICY,
         # Task events cost a PUBLISH per state change, read only by Flower: off until a Flower
         # asks for them (it sends enable_events to every worker every few seconds while it runs).
@@ -149,7 +153,7 @@ def _beat_config(
             options["password"] = hosts[0].password
         url = "redis-sentinel://"
     return {
-        "beat_scheduler": "worker_app.beat:Scheduler",
+        "beat_scheduler": "worker_app.flow.beat:Scheduler",
         "beat_max_loop_interval": keys.BEAT_TICK_MAX,
         "redbeat_redis_url": url,
         "redbeat_redis_options": options,
@@ -161,13 +165,11 @@ def _beat_config(
 
 def create_app(settings: Settings) -> Celery:
     """Build the worker_app Celery application from ``settings``."""
-    celery_app = Celery("worker_app", task_cls="worker_app.base:BaseTask")
+    celery_app = Celery("worker_app", task_cls="worker_app.task:BaseTask")
     celery_app.conf.update(celery_config(settings))
 
-    celery_app.steps["worker"].update(
-        {Heartbeat, LeaseRenewer, HeldSweeper, StatsLine, DelayReleaser, WaitFlusher}
-    )
-    celery_app.steps["consumer"].add(BindChannel)
+    celery_app.steps["worker"].update(WORKER_STEPS)
+    celery_app.steps["consumer"].add("worker_app.worker.consumer:BindChannel")
     return celery_app
 
 
@@ -199,4 +201,4 @@ except ConfigError as error:
 
 app = create_app(_settings)
 
-import worker_app.signals  # noqa: E402,F401  - connects the hooks to this app's signals
+import worker_app.observability.signals  # noqa: E402,F401  - connects the hooks to this app's signals

@@ -42,7 +42,10 @@ class PayloadTooLarge(InvalidPayload):
 
 
 class Cancelled(TaskError):
-    """The job was cancelled while it ran; raised by :func:`worker_app.jobs.check_cancelled`."""
+    """The job was cancelled while it ran.
+
+    Raised by :func:`worker_app.jobs.records.check_cancelled`.
+    """
 
 
 class Deferred(TaskError):

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conformance.support import ConformanceWorker, worker_env
-from worker_app.devredis import RedisServer
+from worker_app.cli.devredis import RedisServer
 
 
 @pytest.fixture(scope="module")

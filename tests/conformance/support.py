@@ -17,7 +17,7 @@ import redis
 
 from tests.conformance.tasks import LEDGER_ENV
 from tests.conftest import BIN, ROOT, Worker, child_env, wait_until
-from worker_app.devredis import free_port
+from worker_app.cli.devredis import free_port
 
 TASKS_MODULE = "tests.conformance.tasks"
 QUEUES = ("critical", "default", "low")

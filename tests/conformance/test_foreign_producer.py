@@ -16,7 +16,7 @@ import redis
 
 from tests.conformance.support import ConformanceWorker, executions, poll, shown
 from tests.conftest import API_TOKEN, BIN, ROOT, ApiServer, child_env
-from worker_app.devredis import RedisServer
+from worker_app.cli.devredis import RedisServer
 
 pytestmark = pytest.mark.conformance
 

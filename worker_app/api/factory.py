@@ -15,14 +15,14 @@ from kombu.exceptions import OperationalError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from worker_app import tracing
 from worker_app.api.console import create_console
 from worker_app.api.errors import ApiError
+from worker_app.api.metrics import registry
 from worker_app.api.routes import dlq, jobs, queues
 from worker_app.api.schemas import errors
 from worker_app.config import get_settings
 from worker_app.errors import BrokerUnavailable, PayloadTooLarge, WorkerAppError
-from worker_app.metrics import registry
+from worker_app.observability import tracing
 from worker_app.redis_client import get_redis
 
 logger = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from worker_app.dlq_store import Reason
+from worker_app.dlq.entries import Reason
 
 
 class ErrorOut(BaseModel):

@@ -16,15 +16,15 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from kombu.utils.json import dumps
-from pydantic import BaseModel
 
+from worker_app.broker.queues import check_queue
 from worker_app.config import get_settings
 from worker_app.errors import InvalidPayload, OutboxUnavailable
+from worker_app.jobs.payload import Payload, kwargs_of
 from worker_app.outbox.sql import OutboxTable
-from worker_app.queues import check_queue
 
 if TYPE_CHECKING:
-    from worker_app.client import AnyTask, Payload
+    from worker_app.producer.client import AnyTask
 
 __all__ = ["OutboxTable", "enqueue_tx"]
 
@@ -60,7 +60,7 @@ def enqueue_tx(
         psycopg.Error (or the caller's driver's error): the insert failed; the caller's
             transaction decides what happens next, as with any other statement.
     """
-    from worker_app.client import get_task  # the Celery app, only when a job is enqueued
+    from worker_app.producer.client import get_task  # the Celery app, only when a job is enqueued
 
     target = get_task(task) if isinstance(task, str) else task
     settings = get_settings()
@@ -74,7 +74,7 @@ def enqueue_tx(
         "task": target.name,
         "queue": chosen,
         # kombu's JSON, as Celery would write it into the message: dates and UUIDs survive.
-        "payload": dumps(_kwargs(target, payload)),
+        "payload": dumps(kwargs_of(target, payload)),
         "run_at": datetime.now(UTC) + timedelta(seconds=countdown) if countdown else None,
         "headers": json.dumps(_trace_context()),
     }
@@ -89,21 +89,6 @@ def _trace_context() -> dict[str, str]:
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
     return carrier
-
-
-def _kwargs(target: AnyTask, payload: Payload) -> dict[str, Any]:
-    """The task's keyword arguments; validated against its model as ``enqueue`` would."""
-    model = getattr(target, "payload_model", None)
-    if model is not None:
-        # Imported when a payload model is checked: enqueue_tx stays light in web handlers.
-        from worker_app.base import validate_payload
-
-        checked = validate_payload(model, () if payload is None else (payload,), {})
-        data: dict[str, Any] = checked.model_dump(mode="json")
-        return data
-    if isinstance(payload, BaseModel):
-        return payload.model_dump(mode="json")
-    return dict(payload or {})
 
 
 def _execute(conn: Any, statement: str, params: dict[str, Any]) -> None:

@@ -29,9 +29,9 @@ from redis import RedisError
 from worker_app import keys
 from worker_app.celery import app
 from worker_app.config import get_settings, mask_url
-from worker_app.dlq_store import Entry
+from worker_app.dlq.capture import handle_failure
+from worker_app.dlq.entries import Entry
 from worker_app.errors import OutboxUnavailable
-from worker_app.failures import handle_failure
 from worker_app.outbox.sql import OutboxTable, connect, database_url, load_psycopg
 from worker_app.redis_client import get_redis
 

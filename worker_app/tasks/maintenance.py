@@ -8,7 +8,7 @@ import time
 from pydantic import BaseModel, Field
 
 from worker_app.celery import app
-from worker_app.schedules import periodic
+from worker_app.flow.schedules import periodic
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,6 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from worker_app import dlq
 from worker_app.api.console.auth import (
     COOKIE,
     Viewer,
@@ -31,7 +30,8 @@ from worker_app.api.console.render import (
     render,
     set_session,
 )
-from worker_app.dlq_store import DIMENSIONS
+from worker_app.dlq import entries, manage
+from worker_app.dlq.entries import DIMENSIONS
 
 logger = logging.getLogger(__name__)
 router = APIRouter()
@@ -103,8 +103,8 @@ def logout(request: Request, who: Viewer = Who, fields: dict[str, str] = Form) -
 
 def _requeue_one(task_id: str, who: Viewer) -> None:
     try:
-        found = dlq.requeue(task_id, actor=_actor(who))
-    except dlq.RequeueRefused as exc:
+        found = manage.requeue(task_id, actor=_actor(who))
+    except manage.RequeueRefused as exc:
         raise ConsoleError(409, str(exc)) from None
     if not found:
         raise ConsoleError(404, f"No dead-letter entry {task_id!r}: it was already handled.")
@@ -126,21 +126,21 @@ def delete_entry(
 ) -> Response:
     """Remove one dead letter for good."""
     check_csrf(who, fields)
-    if not dlq.delete(task_id, actor=_actor(who)):
+    if not manage.delete(task_id, actor=_actor(who)):
         raise ConsoleError(404, f"No dead-letter entry {task_id!r}: it was already handled.")
     return _see(link(request, "/dlq", done="deleted", n=1))
 
 
-def _bulk_filter(fields: dict[str, str]) -> tuple[dlq.Filter, dict[str, Any]]:
+def _bulk_filter(fields: dict[str, str]) -> tuple[entries.Filter, dict[str, Any]]:
     """The filter a bulk form names, and it as query parameters for the page after.
 
     Raises:
         ConsoleError: an unknown reason, or neither a filter nor ``all`` (409).
     """
     given = {k: fields.get(k, "").strip() or None for k in DIMENSIONS}
-    if given["reason"] is not None and given["reason"] not in dlq.REASONS:
-        raise ConsoleError(422, f"reason must be one of {', '.join(dlq.REASONS)}")
-    flt = dlq.Filter(
+    if given["reason"] is not None and given["reason"] not in entries.REASONS:
+        raise ConsoleError(422, f"reason must be one of {', '.join(entries.REASONS)}")
+    flt = entries.Filter(
         task=given["task"],
         reason=given["reason"],
         queue=given["queue"],
@@ -158,7 +158,7 @@ def requeue_filtered(
     """Requeue every dead letter the filter matches."""
     check_csrf(who, fields)
     flt, params = _bulk_filter(fields)
-    result = dlq.requeue_many(flt, actor=_actor(who))
+    result = manage.requeue_many(flt, actor=_actor(who))
     if result.stopped is not None:
         raise ConsoleError(
             409,
@@ -175,5 +175,5 @@ def purge_filtered(request: Request, who: Viewer = Who, fields: dict[str, str] =
     """Delete every dead letter the filter matches (or all of them)."""
     check_csrf(who, fields)
     flt, params = _bulk_filter(fields)
-    removed = dlq.purge(flt, actor=_actor(who))
+    removed = manage.purge(flt, actor=_actor(who))
     return _see(link(request, "/dlq", **params, done="purged", n=removed))

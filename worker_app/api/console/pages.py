@@ -9,14 +9,16 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
 
-from worker_app import dlq, jobs, keys
+from worker_app import keys
 from worker_app.api.console.auth import Viewer, viewer
 from worker_app.api.console.render import ConsoleError, render
 from worker_app.api.routes.queues import workers_online
+from worker_app.broker.queues import queue_stats
 from worker_app.celery import app as celery_app
 from worker_app.config import get_settings
-from worker_app.dlq_store import DIMENSIONS
-from worker_app.queues import queue_stats
+from worker_app.dlq import entries, manage
+from worker_app.dlq.entries import DIMENSIONS
+from worker_app.jobs import records
 from worker_app.redis_client import get_redis
 
 router = APIRouter()
@@ -58,15 +60,15 @@ def _limit(request: Request) -> int:
 def overview() -> dict[str, Any]:
     """What the queues page shows: every queue, the dead letters, jobs by status, workers."""
     client = get_redis()
-    store = dlq.store()
+    store = entries.store()
     rows = [
-        {**q.as_dict(), "dead_letters": store.count(dlq.Filter(queue=q.name))}
+        {**q.as_dict(), "dead_letters": store.count(entries.Filter(queue=q.name))}
         for q in queue_stats(client)
     ]
     pipe = client.pipeline(transaction=False)
-    for status in jobs.STATUSES:
+    for status in records.STATUSES:
         pipe.zcard(f"{keys.JOBS_BY}status:{status}")
-    by_status = dict(zip(jobs.STATUSES, map(int, pipe.execute()), strict=True))
+    by_status = dict(zip(records.STATUSES, map(int, pipe.execute()), strict=True))
     return {
         "queues": rows,
         "dead_letters": store.count(),
@@ -96,12 +98,12 @@ def task_names() -> list[str]:
 @router.get("/jobs", response_class=HTMLResponse)
 def jobs_page(request: Request, who: Viewer = Who) -> HTMLResponse:
     """Jobs newest first, filtered by status, type and queue, a page at a time."""
-    status = _choice(request, "status", jobs.STATUSES)
+    status = _choice(request, "status", records.STATUSES)
     type_ = _text(request, "type")
     queue = _text(request, "queue")
     cursor = _cursor(request)
     limit = _limit(request)
-    page = jobs.store().page(status=status, type=type_, queue=queue, cursor=cursor, limit=limit)
+    page = records.store().page(status=status, type=type_, queue=queue, cursor=cursor, limit=limit)
     return render(
         request,
         "jobs.html",
@@ -111,7 +113,7 @@ def jobs_page(request: Request, who: Viewer = Who) -> HTMLResponse:
         next_cursor=page.next_cursor,
         filters={"status": status, "type": type_, "queue": queue, "limit": limit},
         first_page=cursor is None,
-        statuses=jobs.STATUSES,
+        statuses=records.STATUSES,
         task_names=task_names(),
         queue_names=get_settings().queue_names,
         now=time.time(),
@@ -121,7 +123,7 @@ def jobs_page(request: Request, who: Viewer = Who) -> HTMLResponse:
 @router.get("/jobs/{job_id}", response_class=HTMLResponse)
 def job_page(request: Request, job_id: str, who: Viewer = Who) -> HTMLResponse:
     """One job: status, attempts, timestamps, error, result and payload."""
-    job = jobs.store().get(job_id)
+    job = records.store().get(job_id)
     if job is None:
         raise ConsoleError(404, f"No job {job_id!r}: it was never enqueued, or its record expired.")
     return render(
@@ -130,16 +132,16 @@ def job_page(request: Request, job_id: str, who: Viewer = Who) -> HTMLResponse:
         who,
         page="jobs",
         job=job,
-        final=job.status in jobs.FINAL,
-        dead_letter=dlq.get(job_id) is not None,
+        final=job.status in records.FINAL,
+        dead_letter=manage.get(job_id) is not None,
         now=time.time(),
     )
 
 
-def _dlq_filter(request: Request) -> dlq.Filter:
-    return dlq.Filter(
+def _dlq_filter(request: Request) -> entries.Filter:
+    return entries.Filter(
         task=_text(request, "task"),
-        reason=_choice(request, "reason", dlq.REASONS),
+        reason=_choice(request, "reason", entries.REASONS),
         queue=_text(request, "queue"),
         fingerprint=_text(request, "fingerprint"),
     )
@@ -147,11 +149,11 @@ def _dlq_filter(request: Request) -> dlq.Filter:
 
 def _counts(dimension: str, values: list[str]) -> dict[str, int]:
     """Entries per value of one filter dimension: the counts beside the filter's choices."""
-    store = dlq.store()
+    store = entries.store()
     counts = {}
     for value in values:
         fields: dict[str, Any] = {dimension: value}
-        counts[value] = store.count(dlq.Filter(**fields))
+        counts[value] = store.count(entries.Filter(**fields))
     return counts
 
 
@@ -161,8 +163,8 @@ def dlq_page(request: Request, who: Viewer = Who) -> HTMLResponse:
     flt = _dlq_filter(request)
     cursor = _cursor(request)
     limit = _limit(request)
-    page = dlq.list_entries(flt, cursor, limit)
-    store = dlq.store()
+    page = manage.list_entries(flt, cursor, limit)
+    store = entries.store()
     given = flt.given()
     return render(
         request,
@@ -176,7 +178,7 @@ def dlq_page(request: Request, who: Viewer = Who) -> HTMLResponse:
         # The store counts one dimension at a time: a total is exact with at most one filter.
         matching=store.count(flt) if len(given) <= 1 else None,
         total=store.count(),
-        reasons=_counts("reason", list(dlq.REASONS)),
+        reasons=_counts("reason", list(entries.REASONS)),
         tasks=_counts("task", store.values("task")),
         queues=_counts("queue", store.values("queue")),
     )
@@ -185,7 +187,7 @@ def dlq_page(request: Request, who: Viewer = Who) -> HTMLResponse:
 @router.get("/dlq/{task_id}", response_class=HTMLResponse)
 def entry_page(request: Request, task_id: str, who: Viewer = Who) -> HTMLResponse:
     """One dead letter: error, traceback, arguments, headers and its audit history."""
-    entry = dlq.get(task_id)
+    entry = manage.get(task_id)
     if entry is None:
         raise ConsoleError(
             404, f"No dead-letter entry {task_id!r}: it was requeued, deleted or trimmed."
@@ -196,6 +198,6 @@ def entry_page(request: Request, task_id: str, who: Viewer = Who) -> HTMLRespons
         who,
         page="dlq",
         entry=entry,
-        history=dlq.history(task_id=task_id),
-        job_known=jobs.store().get(task_id) is not None,
+        history=manage.history(task_id=task_id),
+        job_known=records.store().get(task_id) is not None,
     )

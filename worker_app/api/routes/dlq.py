@@ -6,7 +6,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from worker_app import dlq
 from worker_app.api.errors import ApiError
 from worker_app.api.schemas import (
     BulkOut,
@@ -16,7 +15,8 @@ from worker_app.api.schemas import (
     RequeueIn,
     errors,
 )
-from worker_app.dlq_store import Reason
+from worker_app.dlq import entries, manage
+from worker_app.dlq.entries import Reason
 
 router = APIRouter(tags=["dead-letter queue"])
 ACTOR = "api"
@@ -24,8 +24,8 @@ NOT_FOUND = errors(404)
 NO_FILTER = errors(409)
 
 
-def _entry(task_id: str) -> dlq.Entry:
-    entry = dlq.get(task_id)
+def _entry(task_id: str) -> entries.Entry:
+    entry = manage.get(task_id)
     if entry is None:
         raise ApiError(404, f"no dead-letter entry {task_id!r}")
     return entry
@@ -33,8 +33,8 @@ def _entry(task_id: str) -> dlq.Entry:
 
 def _filter(
     task: str | None, reason: str | None, queue: str | None, fingerprint: str | None
-) -> dlq.Filter:
-    return dlq.Filter(task=task, reason=reason, queue=queue, fingerprint=fingerprint)
+) -> entries.Filter:
+    return entries.Filter(task=task, reason=reason, queue=queue, fingerprint=fingerprint)
 
 
 Text = Annotated[str | None, Query(max_length=200)]
@@ -50,7 +50,7 @@ def list_entries(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> DlqPageOut:
     """Entries newest first, filtered; follow ``next_cursor``."""
-    page = dlq.list_entries(_filter(task, reason, queue, fingerprint), cursor, limit)
+    page = manage.list_entries(_filter(task, reason, queue, fingerprint), cursor, limit)
     return DlqPageOut(
         entries=[DlqEntryOut(**e.to_dict()) for e in page.entries], next_cursor=page.next_cursor
     )
@@ -59,14 +59,14 @@ def list_entries(
 @router.get("/dlq/stats")
 def stats() -> dict[str, Any]:
     """Counts by reason, task and queue, and the distinct failures by fingerprint."""
-    return dlq.stats()
+    return manage.stats()
 
 
 @router.get("/dlq/{task_id}", response_model=DlqEntryOut, responses=NOT_FOUND)
 def show_entry(task_id: str) -> DlqEntryOut:
     """One entry with its traceback, arguments, headers and audit history."""
     entry = _entry(task_id)
-    return DlqEntryOut(**entry.to_dict(), history=dlq.history(task_id=task_id))
+    return DlqEntryOut(**entry.to_dict(), history=manage.history(task_id=task_id))
 
 
 @router.post(
@@ -80,7 +80,7 @@ def requeue_many(body: BulkRequeueIn) -> BulkOut:
     flt = _filter(body.task, body.reason, body.queue, body.fingerprint)
     if not flt.given() and not body.all:
         raise ApiError(409, "give a filter (task, reason, queue, fingerprint) or all: true")
-    result = dlq.requeue_many(flt, actor=ACTOR, rate=body.rate)
+    result = manage.requeue_many(flt, actor=ACTOR, rate=body.rate)
     return BulkOut(
         done=result.done,
         refused=result.refused,
@@ -98,7 +98,7 @@ def requeue_one(task_id: str, body: RequeueIn | None = None) -> BulkOut:
     (``unvalidated: 1``); a new payload for such a task is refused (422).
     """
     _entry(task_id)
-    requeued = dlq.requeue(task_id, actor=ACTOR, payload=body.payload if body else None)
+    requeued = manage.requeue(task_id, actor=ACTOR, payload=body.payload if body else None)
     if requeued is None:  # handled by someone else in between
         raise ApiError(404, f"no dead-letter entry {task_id!r}")
     return BulkOut(done=1, total=1, unvalidated=int(not requeued.validated))
@@ -108,7 +108,7 @@ def requeue_one(task_id: str, body: RequeueIn | None = None) -> BulkOut:
 def delete_entry(task_id: str) -> BulkOut:
     """Remove one entry for good."""
     _entry(task_id)
-    return BulkOut(done=int(dlq.delete(task_id, actor=ACTOR)))
+    return BulkOut(done=int(manage.delete(task_id, actor=ACTOR)))
 
 
 @router.delete("/dlq", response_model=BulkOut, responses=NO_FILTER)
@@ -123,4 +123,4 @@ def purge(
     flt = _filter(task, reason, queue, fingerprint)
     if not flt.given() and not all:
         raise ApiError(409, "give a filter (task, reason, queue, fingerprint) or all=true")
-    return BulkOut(done=dlq.purge(flt, actor=ACTOR))
+    return BulkOut(done=manage.purge(flt, actor=ACTOR))

@@ -7,12 +7,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from worker_app import dlq, jobs
 from worker_app.api.errors import ApiError
 from worker_app.api.schemas import JobIn, JobOut, JobPageOut, errors
 from worker_app.celery import app as celery_app
-from worker_app.client import get_task, submit
-from worker_app.jobs import Status
+from worker_app.dlq import manage
+from worker_app.jobs import records
+from worker_app.jobs.records import Status
+from worker_app.producer.client import get_task, submit
 
 router = APIRouter(tags=["jobs"])
 #: Seconds an active job gets to stop by itself (``is_cancelled()``) before it is terminated.
@@ -20,14 +21,14 @@ CANCEL_GRACE = 2.0
 RESPONSES = errors(404, 409)
 
 
-def _job(job_id: str) -> jobs.Job:
-    job = jobs.store().get(job_id)
+def _job(job_id: str) -> records.Job:
+    job = records.store().get(job_id)
     if job is None:
         raise ApiError(404, f"no job {job_id!r}")
     return job
 
 
-def _out(job: jobs.Job) -> JobOut:
+def _out(job: records.Job) -> JobOut:
     return JobOut(**job.as_dict())
 
 
@@ -52,7 +53,7 @@ def list_jobs(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> JobPageOut:
     """Jobs newest first, filtered by status, type and queue; follow ``next_cursor``."""
-    page = jobs.store().page(status=status, type=type, queue=queue, cursor=cursor, limit=limit)
+    page = records.store().page(status=status, type=type, queue=queue, cursor=cursor, limit=limit)
     return JobPageOut(jobs=[_out(j) for j in page.jobs], next_cursor=page.next_cursor)
 
 
@@ -66,11 +67,11 @@ def get_job(job_id: str) -> JobOut:
 def cancel_job(job_id: str) -> JobOut:
     """Cancel: a waiting job never runs; an active one is asked to stop, then terminated."""
     before = _job(job_id).status
-    if before in jobs.FINAL:
+    if before in records.FINAL:
         raise ApiError(
             409, f"job {job_id} is {before}; only waiting or active jobs can be cancelled"
         )
-    if jobs.store().cancel(job_id) == "active":
+    if records.store().cancel(job_id) == "active":
         timer = threading.Timer(CANCEL_GRACE, _terminate_if_active, args=(job_id,))
         timer.daemon = True
         timer.start()
@@ -78,7 +79,7 @@ def cancel_job(job_id: str) -> JobOut:
 
 
 def _terminate_if_active(job_id: str) -> None:
-    job = jobs.store().get(job_id)
+    job = records.store().get(job_id)
     if job is not None and job.status == "active":
         celery_app.control.revoke(job_id, terminate=True, signal="SIGTERM")
 
@@ -91,8 +92,8 @@ def retry_job(job_id: str) -> JobOut:
         raise ApiError(
             409, f"job {job_id} is {job.status}; only failed or cancelled jobs can be retried"
         )
-    if dlq.get(job_id) is not None:
-        dlq.requeue(job_id, actor="api")
+    if manage.get(job_id) is not None:
+        manage.requeue(job_id, actor="api")
     else:
         task = get_task(job.type)
         task.backend.forget(job_id)

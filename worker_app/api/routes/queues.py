@@ -5,9 +5,10 @@ from __future__ import annotations
 import redis
 from fastapi import APIRouter
 
-from worker_app import dlq, keys
+from worker_app import keys
 from worker_app.api.schemas import QueueOut, QueuesOut
-from worker_app.queues import queue_stats
+from worker_app.broker.queues import queue_stats
+from worker_app.dlq import entries
 from worker_app.redis_client import get_redis
 
 router = APIRouter(tags=["queues"])
@@ -25,9 +26,9 @@ def workers_online(client: redis.Redis) -> list[str]:
 def queues() -> QueuesOut:
     """Every configured queue, the dead-letter totals, and the workers whose heartbeat is fresh."""
     client = get_redis()
-    store = dlq.store()
+    store = entries.store()
     rows = [
-        QueueOut(**q.as_dict(), dead_letters=store.count(dlq.Filter(queue=q.name)))
+        QueueOut(**q.as_dict(), dead_letters=store.count(entries.Filter(queue=q.name)))
         for q in queue_stats(client)
     ]
     return QueuesOut(queues=rows, dead_letters=store.count(), workers=workers_online(client))

@@ -6,7 +6,7 @@ A job that succeeded is marked so in the same call that releases its message (th
 fetch script, worker_app.broker.fetch), so a success costs the pool process no round trip (one,
 to keep the result, when the task returned something).
 A job that failed is dead-lettered by this (the main) process in the same step that releases its
-message, and only then acked (worker_app.failures).
+message, and only then acked (worker_app.dlq.capture).
 A pool process that died running the job (killed, crashed) puts the message back as a *death* of
 the job; a requeue by this worker's own shutdown or a cancel is none. The fetch dead-letters a
 job whose runs died ``POISON_DEATHS`` times in a row instead of running it again.
@@ -26,9 +26,9 @@ from celery.worker import state
 from celery.worker.request import Request as CeleryRequest
 from celery.worker.state import task_ready
 
-from worker_app import shutdown
-from worker_app.failures import dead_letter_then_ack, entry_for
-from worker_app.stats import COUNTERS
+from worker_app.dlq.capture import dead_letter_then_ack, entry_for
+from worker_app.worker import shutdown
+from worker_app.worker.stats import COUNTERS
 
 logger = logging.getLogger(__name__)
 

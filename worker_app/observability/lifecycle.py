@@ -1,9 +1,9 @@
 """One log line per lifecycle event a job goes through, each written exactly once.
 
 published (here, producer side) -> started (here) -> succeeded with its duration (Celery's
-own line) | retrying with delay, bound and reason (worker_app.base) | dead-lettered with reason
-and attempts (worker_app.dlq); rejected messages (here). Lines written inside a task carry its
-id, name, queue, attempt and trace id through the logging filter.
+own line) | retrying with delay, bound and reason (:mod:`worker_app.task`) | dead-lettered with
+reason and attempts (:mod:`worker_app.dlq.entries`); rejected messages (here). Lines written
+inside a task carry its id, name, queue, attempt and trace id through the logging filter.
 """
 
 from __future__ import annotations

@@ -17,9 +17,11 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from worker_app import dlq, jobs, keys
+from worker_app import keys
+from worker_app.broker.queues import queue_stats
 from worker_app.config import get_settings
-from worker_app.queues import queue_stats
+from worker_app.dlq import entries
+from worker_app.jobs import records
 from worker_app.redis_client import get_redis
 
 
@@ -49,12 +51,12 @@ class StateCollector(Collector):
         yield from (ready, unacked, scheduled, oldest)
         yield self._waits(client, [q.name for q in stats])
 
-        store = dlq.store()
+        store = entries.store()
         dead = GaugeMetricFamily(
             "worker_app_dead_letters", "Dead-letter entries", labels=["reason"]
         )
-        for reason in dlq.REASONS:
-            dead.add_metric([reason], store.count(dlq.Filter(reason=reason)))
+        for reason in entries.REASONS:
+            dead.add_metric([reason], store.count(entries.Filter(reason=reason)))
         yield dead
         trimmed = GaugeMetricFamily(
             "worker_app_dead_letters_trimmed", "Entries trimmed by retention or size, ever"
@@ -64,9 +66,9 @@ class StateCollector(Collector):
 
         by_status = GaugeMetricFamily("worker_app_jobs", "Job records by status", labels=["status"])
         pipe = client.pipeline(transaction=False)
-        for status in jobs.STATUSES:
+        for status in records.STATUSES:
             pipe.zcard(f"{keys.JOBS_BY}status:{status}")
-        for status, count in zip(jobs.STATUSES, pipe.execute(), strict=True):
+        for status, count in zip(records.STATUSES, pipe.execute(), strict=True):
             by_status.add_metric([status], int(count))
         yield by_status
 

@@ -12,30 +12,31 @@ import inspect
 import logging
 import random
 import time
-from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
 from celery import Task
 from celery.exceptions import Ignore, Reject, Retry
 from kombu.exceptions import OperationalError
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from worker_app import concurrency, jobs, keys, ratelimit, waits
+from worker_app import keys
 from worker_app.broker.publish import publish_once
+from worker_app.broker.queues import check_queue
 from worker_app.config import get_settings
+from worker_app.dlq.capture import entry_for, handle_failure
 from worker_app.errors import (
     BrokerUnavailable,
     Cancelled,
     Deferred,
-    InvalidPayload,
     PermanentError,
     RateLimited,
     TooManyJobs,
     UnsafeSerializer,
 )
-from worker_app.failures import entry_for, handle_failure
-from worker_app.queues import check_queue
+from worker_app.flow import concurrency, ratelimit
+from worker_app.jobs import records, waits
+from worker_app.jobs.payload import validate_payload
 
 logger = logging.getLogger(__name__)
 
@@ -58,40 +59,11 @@ def backoff_bound(attempt: int, base: float, cap: float) -> float:
     return min(cap, base * 2.0**attempt)
 
 
-def validate_payload(
-    model: type[BaseModel], args: Sequence[Any], kwargs: Mapping[str, Any]
-) -> BaseModel:
-    """Build ``model`` from a task's arguments: one model/dict argument, or keyword fields.
-
-    Raises:
-        InvalidPayload: the arguments do not form a valid payload; lists every field error.
-    """
-    if len(args) == 1 and not kwargs and isinstance(args[0], model):
-        return args[0]
-    if len(args) == 1 and not kwargs and isinstance(args[0], Mapping):
-        data: Any = args[0]
-    elif not args:
-        data = dict(kwargs)
-    else:
-        raise InvalidPayload(
-            f"payload of {model.__name__} must be keyword fields or one object, "
-            f"got {len(args)} positional argument(s)"
-        )
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        errors = [
-            f"{'.'.join(str(p) for p in err['loc']) or '(payload)'}: {err['msg']}"
-            for err in exc.errors()
-        ]
-        raise InvalidPayload(f"invalid {model.__name__}: " + "; ".join(errors), errors) from None
-
-
 class BaseTask(Task[Any, Any]):
     """The task contract of worker_app; per-task overrides are class attributes."""
 
     #: The worker-side request: counts pool-process deaths, retries hard time limits.
-    Request = "worker_app.request:Request"
+    Request = "worker_app.worker.request:Request"
     #: The queue this task goes to unless the call names one; None means the default queue.
     queue_name: str | None = None
     #: Pydantic model of the payload; the task function then receives one instance of it.
@@ -190,14 +162,14 @@ class BaseTask(Task[Any, Any]):
     def _execute(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         request = self.request
         job_id = str(request.id)
-        records = jobs.store()
+        job_store = records.store()
         # A job is marked active (or refused: cancelled, a publish-once repeat) by the worker's
         # fetch that holds its message, and its success is recorded with the ack
         # (worker_app.broker.fetch). A message with an ETA waits in the worker until due, so its
         # job starts here, when it really starts: one round trip that also says whether it was
         # cancelled meanwhile or repeats a publish-once job that already ran or is running.
         if request.eta:
-            self._start_when_due(records, job_id)
+            self._start_when_due(job_store, job_id)
         try:
             if self.global_rate_limit is not None:
                 wait = ratelimit.wait_for_token(self.name, self.global_rate_limit)
@@ -212,7 +184,7 @@ class BaseTask(Task[Any, Any]):
                 if slot is not None:
                     concurrency.release(slot, job_id)
         except Cancelled:
-            records.finished(job_id, "cancelled")
+            job_store.finished(job_id, "cancelled")
             logger.info("stopped: the job was cancelled while it ran")
             raise Ignore() from None
         except (*_CONTROL, PermanentError):
@@ -224,7 +196,7 @@ class BaseTask(Task[Any, Any]):
             if attempt >= self.retry_limit():
                 raise
             delay, bound = self.retry_delay(attempt)
-            records.note_error(job_id, f"{type(exc).__name__}: {exc}")
+            job_store.note_error(job_id, f"{type(exc).__name__}: {exc}")
             logger.warning(
                 "retrying in %.3fs (attempt %d of %d, bound %.3fs): %s: %s",
                 delay,
@@ -236,10 +208,10 @@ class BaseTask(Task[Any, Any]):
             )
             raise self.retry(exc=exc, countdown=delay, max_retries=self.retry_limit()) from exc
         if result is not None:
-            records.keep_result(job_id, jobs.result_json(result))
+            job_store.keep_result(job_id, records.result_json(result))
         return result
 
-    def _start_when_due(self, records: jobs.JobStore, job_id: str) -> None:
+    def _start_when_due(self, job_store: records.JobStore, job_id: str) -> None:
         """Mark a job that waited for its ETA active now.
 
         Raises:
@@ -248,7 +220,7 @@ class BaseTask(Task[Any, Any]):
         request = self.request
         headers = dict(request.headers or {})
         headers["eta"] = request.eta if isinstance(request.eta, str) else str(request.eta)
-        before = records.started(
+        before = job_store.started(
             job_id,
             request.retries + 1,
             str(request.hostname or ""),
@@ -297,7 +269,7 @@ class BaseTask(Task[Any, Any]):
         self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any
     ) -> None:
         """Dead-letter a job that ends failed when it ran eagerly. In a worker, its main
-        process does it before the message is acked (:mod:`worker_app.request`)."""
+        process does it before the message is acked (:mod:`worker_app.worker.request`)."""
         request = self.request
         if not request.is_eager:
             return

@@ -7,20 +7,23 @@ import json
 from typing import Any
 
 from celery import bootsteps
+from celery.signals import worker_ready
 from celery.worker.consumer import Consumer as CeleryConsumer
 
-from worker_app import dlq_store, keys
+from worker_app import keys
+from worker_app.dlq import entries
+from worker_app.dlq.capture import dead_letter_then_ack
+from worker_app.dlq.poison import message_entry, raw_entry
 from worker_app.errors import PoisonPill
-from worker_app.failures import dead_letter_then_ack
-from worker_app.poison import message_entry, raw_entry
-from worker_app.stats import COUNTERS
-from worker_app.waits import WAITS
+from worker_app.jobs.waits import WAITS
+from worker_app.worker import shutdown
+from worker_app.worker.stats import COUNTERS
 
 
 def dead_letter_item(item: bytes, queue: str, exc: Exception) -> bool:
     """Dead-letter bytes taken off ``queue`` that are no message; True once stored (an error
     leaves the item held: it comes back and is dead-lettered again)."""
-    dlq_store.add(raw_entry(item, queue, exc))
+    entries.add(raw_entry(item, queue, exc))
     COUNTERS.dead_lettered += 1
     return True
 
@@ -39,7 +42,7 @@ def dead_letter_poison(payload: dict[str, Any], queue: str, tag: str) -> bool:
         pass  # kept raw
     entry.attempts = int(headers.get("retries") or 0) + 1
     job_id = str(headers.get("id") or "")
-    dlq_store.add_held(entry, tag, job_id)
+    entries.add_held(entry, tag, job_id)
     COUNTERS.dead_lettered += 1
     return True
 
@@ -135,3 +138,9 @@ class Consumer(CeleryConsumer):
 def _dead_letter(message: Any, entry: Any, then: Any) -> None:
     COUNTERS.dead_lettered += 1
     dead_letter_then_ack(message, entry, then)
+
+
+@worker_ready.connect
+def _install_shutdown(sender: Any = None, **_: Any) -> None:
+    # Once the worker is ready, Celery has installed its own signal handlers: replace them.
+    shutdown.install(sender.controller)

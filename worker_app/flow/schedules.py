@@ -6,7 +6,7 @@ Declare a schedule next to its task::
              payload={"older_than_days": 30})
     periodic("digest", "briefing.generate", every="10m", payload={...}, queue="low")
 
-``celery -A worker_app beat`` runs them (:mod:`worker_app.beat`). Each run of a schedule slot
+``celery -A worker_app beat`` runs them (:mod:`worker_app.flow.beat`). Each run of a schedule slot
 gets a job id derived from the schedule and the slot's due time, and the id is claimed in Redis
 before it is published, so a restarted or a second scheduler never enqueues a slot twice. While
 the previous run of the same schedule has not finished (pending, active, retrying), the next
@@ -24,12 +24,13 @@ from typing import Any
 
 from celery.schedules import crontab, schedule
 
-from worker_app import jobs, keys
-from worker_app.base import validate_payload
-from worker_app.client import get_task, submit
+from worker_app import keys
+from worker_app.broker.queues import check_queue
 from worker_app.durations import format_duration, parse_duration
 from worker_app.errors import WorkerAppError
-from worker_app.queues import check_queue
+from worker_app.jobs import records
+from worker_app.jobs.payload import validate_payload
+from worker_app.producer.client import get_task, submit
 from worker_app.redis_client import get_redis
 
 logger = logging.getLogger(__name__)
@@ -161,8 +162,8 @@ def fire(entry: Periodic, slot: datetime) -> str | None:
     previous = client.hget(keys.PERIODIC_LAST, entry.name)
     if previous is not None:
         previous_id = _text(previous)
-        record = jobs.store().get(previous_id) if previous_id != job_id else None
-        if record is not None and record.status not in jobs.FINAL:
+        record = records.store().get(previous_id) if previous_id != job_id else None
+        if record is not None and record.status not in records.FINAL:
             client.hincrby(keys.PERIODIC_SKIPPED, entry.name, 1)
             logger.warning(
                 "schedule %s: slot %s skipped, the previous run %s is still %s",
@@ -232,7 +233,7 @@ def states() -> list[ScheduleState]:
     pipe.hmget(keys.PERIODIC_LAST, names)
     pipe.hmget(keys.PERIODIC_SKIPPED, names)
     *metas, last_ids, skipped = pipe.execute()
-    store = jobs.store()
+    store = records.store()
     result = []
     for name, meta, last_id, skips in zip(names, metas, last_ids, skipped, strict=True):
         entry = SCHEDULES[name]

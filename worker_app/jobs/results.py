@@ -16,7 +16,7 @@ from typing import Any
 from celery import states
 from celery.backends.base import BaseBackend
 
-from worker_app import jobs
+from worker_app.jobs import records
 
 #: Job record status -> Celery state.
 STATES = {
@@ -55,7 +55,7 @@ class JobRecordBackend(BaseBackend):
         return None
 
     def _get_task_meta_for(self, task_id: str) -> dict[str, Any]:
-        job = jobs.store().get(str(task_id))
+        job = records.store().get(str(task_id))
         meta: dict[str, Any] = {
             "task_id": task_id,
             "status": states.PENDING,

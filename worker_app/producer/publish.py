@@ -21,7 +21,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,13 +31,11 @@ from celery.signals import after_task_publish, before_task_publish
 from kombu.exceptions import OperationalError
 from kombu.serialization import dumps
 from kombu.utils.json import dumps as json_dumps
-from pydantic import BaseModel
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from worker_app import keys, tracing
-from worker_app.base import validate_payload
+from worker_app import keys
 from worker_app.broker.envelope import list_key
 from worker_app.broker.publish import (
     batch_args,
@@ -48,41 +46,15 @@ from worker_app.broker.publish import (
     publish_batch,
     record_of,
 )
+from worker_app.broker.queues import check_queue
 from worker_app.broker.registry import script
 from worker_app.celery import PUBLISH_RETRY_POLICY, app, get_task
 from worker_app.config import get_settings
-from worker_app.errors import BrokerUnavailable, InvalidPayload
-from worker_app.queues import check_queue
+from worker_app.errors import BrokerUnavailable
+from worker_app.jobs.payload import Payload, kwargs_of
+from worker_app.observability import tracing
 
 logger = logging.getLogger(__name__)
-
-#: What a job's payload may be: its model, a mapping of fields, or nothing.
-Payload = BaseModel | Mapping[str, Any] | None
-
-
-def kwargs_of(target: Any, payload: Any, index: int | None = None) -> dict[str, Any]:
-    """The keyword arguments a payload becomes, validated when the task declares a model.
-
-    Raises:
-        InvalidPayload: the payload does not match the model (``index`` names it in a batch).
-    """
-    model = getattr(target, "payload_model", None)
-    if model is not None:
-        data = payload if isinstance(payload, BaseModel) else dict(payload or {})
-        try:
-            if isinstance(data, BaseModel):
-                validated = validate_payload(model, (data,), {})
-            else:
-                validated = validate_payload(model, (), data)
-        except InvalidPayload as exc:
-            if index is None:
-                raise
-            raise InvalidPayload(f"payload #{index}: {exc}", exc.errors) from None
-        return validated.model_dump(mode="json")
-    if isinstance(payload, BaseModel):
-        return payload.model_dump(mode="json")
-    return dict(payload or {})
-
 
 #: Longest argument text a message carries for logs and Flower (Celery's limit).
 REPR_MAX = 1024
@@ -94,7 +66,7 @@ def _short_repr(kwargs: dict[str, Any]) -> str:
 
 
 @dataclass(frozen=True)
-class Job:
+class Outgoing:
     """One message to publish: its id and keyword arguments."""
 
     id: str
@@ -114,7 +86,7 @@ class _Publisher:
         )
 
     def message(
-        self, job: Job, countdown: float | None, eta: datetime | None
+        self, job: Outgoing, countdown: float | None, eta: datetime | None
     ) -> tuple[dict[str, Any], Any, dict[str, Any]]:
         """Celery's headers, body and properties of ``job``."""
         headers, properties, body, _ = app.amqp.create_task_message(
@@ -176,7 +148,7 @@ class _Template:
         eta: datetime | None,
         trace: dict[str, Any],
     ) -> None:
-        headers, body, properties = publisher.message(Job(_ID, {}), countdown, eta)
+        headers, body, properties = publisher.message(Outgoing(_ID, {}), countdown, eta)
         headers.update(trace)
         headers.update(
             {"kwargsrepr": _KWREPR, keys.FIRST_ENQUEUED_AT: _TIME, keys.PUBLISHED_AT: _TIME}
@@ -192,7 +164,7 @@ class _Template:
         # Even positions are literal text, odd ones the names of the slots between them.
         self.parts = _SLOT.split(json_dumps(envelope))
 
-    def encode(self, job: Job) -> tuple[str, str]:
+    def encode(self, job: Outgoing) -> tuple[str, str]:
         """The JSON of ``job``'s arguments as its message carries them, and its record's
         payload."""
         try:
@@ -211,7 +183,7 @@ class _Template:
         # id and tag (quoted uuids), two times, the base64 body, the capped repr escaped.
         return literal + 2 * 38 + 2 * 32 + 4 * (body // 3 + 1) + 2 + 6 * REPR_MAX + 2
 
-    def message(self, job: Job, now: float, arguments: str) -> str:
+    def message(self, job: Outgoing, now: float, arguments: str) -> str:
         """The envelope of ``job`` (its arguments encoded by :meth:`encode`), as JSON text."""
         body = f"[[], {arguments}, {self.embed}]"
         values = {
@@ -291,7 +263,7 @@ def publish_one(
         BrokerUnavailable: Redis did not take the job (after the publish retry policy).
     """
     queue_name = _queue_of(target, queue)
-    job = Job(task_id or str(uuid.uuid4()), kwargs_of(target, payload))
+    job = Outgoing(task_id or str(uuid.uuid4()), kwargs_of(target, payload))
     attempts = int(PUBLISH_RETRY_POLICY["max_retries"]) + 1
     for attempt in range(attempts):
         try:
@@ -351,7 +323,7 @@ def enqueue_many(
     """
     target = get_task(task) if isinstance(task, str) else task
     queue_name = _queue_of(target, queue)
-    batch = [Job(str(uuid.uuid4()), kwargs_of(target, p, n)) for n, p in enumerate(payloads)]
+    batch = [Outgoing(str(uuid.uuid4()), kwargs_of(target, p, n)) for n, p in enumerate(payloads)]
     if not batch:
         return []
     trace: dict[str, Any] = {}

@@ -6,22 +6,17 @@ User mistakes end in one line on stderr and a non-zero exit, never a traceback.
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
-from datetime import date
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 
+from worker_app.cli.common import fail
+from worker_app.cli.dev import dev_command
 from worker_app.config import ConfigError, get_settings
 from worker_app.errors import WorkerAppError
-
-
-def _fail(message: str) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(1)
 
 
 @click.group()
@@ -105,20 +100,20 @@ def enqueue_command(
     from kombu.exceptions import OperationalError
 
     # Imported when it runs, not when the CLI starts (a probe runs it every few seconds).
-    from worker_app.client import enqueue
+    from worker_app.producer.client import enqueue
 
     try:
         data = json.loads(payload)
     except json.JSONDecodeError as exc:
-        _fail(f"--payload is not valid JSON: {exc}")
+        fail(f"--payload is not valid JSON: {exc}")
     if not isinstance(data, dict):
-        _fail("--payload must be a JSON object")
+        fail("--payload must be a JSON object")
     try:
         click.echo(enqueue(task, data, queue=queue, countdown=countdown, unique_for=unique_for))
     except WorkerAppError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except OperationalError as exc:
-        _fail(f"Redis is unreachable: {exc}")
+        fail(f"Redis is unreachable: {exc}")
 
 
 @cli.command("health")
@@ -131,7 +126,7 @@ def health_command(node: str | None, any_worker: bool, scheduler: bool) -> None:
     """Exit 0 while the worker's heartbeat is fresh and its leases renewed within one visibility
     timeout, 1 with the reason otherwise."""
     # Imported when it runs, not when the CLI starts (a probe runs it every few seconds).
-    from worker_app.health import check, check_scheduler, default_node
+    from worker_app.worker.health import check, check_scheduler, default_node
 
     if scheduler:
         ok, message = check_scheduler()
@@ -148,13 +143,13 @@ def queues_command(as_json: bool) -> None:
     import redis
 
     # Imported when it runs, not when the CLI starts (a probe runs it every few seconds).
-    from worker_app.queues import queue_stats
+    from worker_app.broker.queues import queue_stats
     from worker_app.redis_client import get_redis
 
     try:
         stats = queue_stats(get_redis())
     except redis.RedisError as exc:
-        _fail(f"Redis is unreachable: {exc}")
+        fail(f"Redis is unreachable: {exc}")
     if as_json:
         click.echo(json.dumps([queue.as_dict() for queue in stats], indent=2))
         return
@@ -184,27 +179,28 @@ def purge_command(queues: tuple[str, ...], yes: bool, as_json: bool) -> None:
     """Remove the waiting and parked jobs of queues; their jobs end cancelled ("purged")."""
     import redis
 
+    from worker_app.broker.queues import check_queue
+
     # Imported when it runs, not when the CLI starts (a probe runs it every few seconds).
     from worker_app.broker.transport import purge
     from worker_app.errors import UnknownQueue
-    from worker_app.queues import check_queue
     from worker_app.redis_client import get_redis
 
     try:
         names = [check_queue(name) for name in queues] or get_settings().queue_names
     except UnknownQueue as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if not yes and not click.confirm(
         f"Remove every waiting and parked job of {', '.join(names)}?", err=True
     ):
-        _fail("nothing purged")
+        fail("nothing purged")
     removed: dict[str, dict[str, int]] = {}
     try:
         for name in names:
             waiting, parked = purge(get_redis(), name)
             removed[name] = {"waiting": waiting, "parked": parked}
     except redis.RedisError as exc:
-        _fail(f"Redis is unreachable: {exc}")
+        fail(f"Redis is unreachable: {exc}")
     if as_json:
         click.echo(json.dumps(removed, indent=2))
         return
@@ -221,13 +217,13 @@ def schedules_command(as_json: bool) -> None:
 
     # Imported when it runs, not when the CLI starts (a probe runs it every few seconds).
     from worker_app.celery import app
-    from worker_app.schedules import states
+    from worker_app.flow.schedules import states
 
     app.loader.import_default_modules()  # declarations live beside their tasks
     try:
         rows = states()
     except redis.RedisError as exc:
-        _fail(f"Redis is unreachable: {exc}")
+        fail(f"Redis is unreachable: {exc}")
     if as_json:
         click.echo(json.dumps([row.as_dict() for row in rows], indent=2))
         return
@@ -246,139 +242,12 @@ def schedules_command(as_json: bool) -> None:
         )
 
 
-@cli.command("dev")
-@click.option("--demo/--no-demo", default=False, help="Enqueue a small demo batch at start.")
-@click.option(
-    "--api-port", default=8000, show_default=True, help="Port of the job API (0: no API)."
-)
-def dev_command(demo: bool, api_port: int) -> None:
-    """The job API, an embedded worker on every queue and the scheduler of periodic jobs, in one
-    process (starts a private Redis if needed)."""
-    # Imported when it runs, not when the CLI starts (a probe runs it every few seconds).
-    from worker_app.devredis import ensure_redis
-
-    with ensure_redis() as redis_url:
-        if redis_url is not None:
-            _use_redis(redis_url)
-        # Imported when it runs, not when the CLI starts (a probe runs it every few seconds).
-        from worker_app.celery import app
-
-        settings = get_settings()
-        api = _start_api(api_port) if api_port else None
-        relay = _start_relay() if settings.outbox_database_url is not None else None
-        if demo:
-            _enqueue_demo()
-        argv = [
-            "worker",
-            "--hostname",
-            "dev@%h",
-            "--queues",
-            ",".join(settings.queue_names),
-            "--concurrency",
-            str(settings.asynq_concurrency),
-            "--loglevel",
-            (settings.log_level or "info").upper(),
-            "--beat",  # periodic jobs too, with the same scheduler as `celery -A worker_app beat`
-        ]
-        try:
-            app.worker_main(argv)
-        except SystemExit as exc:
-            if exc.code not in (None, 0):
-                raise
-        finally:
-            if api is not None:
-                api.should_exit = True
-            if relay is not None:
-                relay.set()
-
-
-def _start_api(port: int) -> Any:
-    """Serve the job API from a thread of this process; the worker keeps the main thread."""
-    import threading
-
-    import uvicorn
-
-    # Imported when it runs, not when the CLI starts (a probe runs it every few seconds).
-    from worker_app.api import create_app
-
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_config=None, access_log=False)
-    )
-    threading.Thread(target=server.run, name="api", daemon=True).start()
-    click.echo(
-        f"dev: job API at http://127.0.0.1:{port}/docs (jobs: /api/jobs, dead letters: /api/dlq); "
-        "Flower: celery -A worker_app flower, then http://127.0.0.1:5555"
-    )
-    click.echo(f"dev: operator console at http://127.0.0.1:{port}/ui (queues, jobs, dead letters)")
-    return server
-
-
-def _start_relay() -> Any:
-    """Create the outbox table if missing and relay it from a thread; returns its stop flag."""
-    import logging
-    import threading
-
-    # Imported when it runs, not when the CLI starts (a probe runs it every few seconds).
-    from worker_app.outbox.relay import Relay
-    from worker_app.outbox.sql import OutboxTable, connect, database_url, load_psycopg, migrate
-
-    try:
-        with connect(database_url()) as conn:
-            migrate(conn, OutboxTable.from_settings())
-        relay = Relay()
-    except WorkerAppError as exc:
-        _fail(str(exc))
-    except load_psycopg().Error as exc:
-        _fail(f"outbox: PostgreSQL: {(str(exc).strip().splitlines() or [''])[0]}")
-    stop = threading.Event()
-
-    def run() -> None:
-        try:
-            relay.run(stop)
-        except Exception:  # the API and the worker go on; the reason is in the log
-            logging.getLogger("worker_app.outbox").exception("outbox relay stopped")
-
-    threading.Thread(target=run, name="outbox-relay", daemon=True).start()
-    click.echo(f"dev: outbox relay publishing committed rows of {relay.table.qualified}")
-    return stop
-
-
-def _use_redis(url: str) -> None:
-    """Point settings and the already-built app at ``url`` (nothing has connected yet)."""
-    # Imported when it runs, not when the CLI starts (a probe runs it every few seconds).
-    from worker_app.celery import app, reconfigure
-
-    os.environ["REDIS_URL"] = url
-    get_settings.cache_clear()
-    reconfigure(app, get_settings())
-
-
-def _enqueue_demo() -> None:
-    # Imported when it runs, not when the CLI starts (a probe runs it every few seconds).
-    from worker_app.client import enqueue
-
-    today = date.today().isoformat()
-    ids = [
-        enqueue("alerts.send", {"user_id": 7, "message": "disk almost full"}),
-        enqueue(
-            "briefing.generate", {"user_id": 1, "date": today, "topics": ["markets", "weather"]}
-        ),
-        enqueue(
-            "briefing.generate",
-            {"user_id": 2, "date": today, "topics": ["sports"], "fail_times": 2},
-        ),
-        enqueue("maintenance.cleanup", {"older_than_days": 90}),
-    ]
-    click.echo(
-        f"demo: enqueued {len(ids)} jobs on critical, default and low; one fails twice first"
-    )
-
-
 def _add_subcommands() -> None:
     # Imported when it runs, not when the CLI starts (a probe runs it every few seconds).
-    from worker_app.cli_dlq import dlq_group
-    from worker_app.cli_outbox import outbox_group
+    from worker_app.cli.dlq import dlq_group
+    from worker_app.cli.outbox import outbox_group
 
+    cli.add_command(dev_command)
     cli.add_command(dlq_group)
     cli.add_command(outbox_group)
 

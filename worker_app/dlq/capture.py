@@ -19,9 +19,11 @@ from typing import Any
 
 from kombu.asynchronous import get_event_loop
 
-from worker_app import dlq_store, jobs, keys, waits
-from worker_app.dlq_store import Entry, Reason
+from worker_app import keys
+from worker_app.dlq import entries
+from worker_app.dlq.entries import Entry, Reason
 from worker_app.errors import InvalidPayload, PermanentError, PoisonPill
+from worker_app.jobs import records, waits
 
 logger = logging.getLogger(__name__)
 
@@ -68,12 +70,14 @@ def handle_failure(entry: Entry) -> None:
     """Dead-letter ``entry`` where no held message waits on it (one ERROR line). A failure to
     write it is logged with the whole entry, so it is never lost silently."""
     try:
-        dlq_store.add(entry)
+        entries.add(entry)
     except Exception:
         logger.exception("could not dead-letter %s: %r", entry.task_id, entry.to_dict())
     try:
         error = f"{entry.exc_type}: {entry.exc_message}"
-        jobs.store().finished(entry.task_id, "failed", last_error=error[:2000], reason=entry.reason)
+        records.store().finished(
+            entry.task_id, "failed", last_error=error[:2000], reason=entry.reason
+        )
     except Exception:
         logger.exception("could not mark job %s failed", entry.task_id)
 
@@ -87,7 +91,7 @@ def dead_letter_then_ack(message: Any, entry: Entry, ack: Callable[[], Any]) -> 
 
     def attempt(tries: int) -> None:
         try:
-            dlq_store.add_held(entry, tag, job_id)
+            entries.add_held(entry, tag, job_id)
         except Exception as exc:  # noqa: BLE001 - the message stays held; tried again
             loop = get_event_loop()
             if tries == 1:
@@ -115,7 +119,7 @@ LOST = "MessageLost: the job's message is on no queue, parked or held (deleted o
 def dead_letter_lost(job_id: str) -> None:
     """Dead-letter a job whose record the sweep ended because its message was gone, from what
     its record tells, so it can be replayed."""
-    job = jobs.store().get(job_id)
+    job = records.store().get(job_id)
     if job is None:
         return
     payload = job.payload if isinstance(job.payload, dict) else {}
@@ -134,6 +138,6 @@ def dead_letter_lost(job_id: str) -> None:
         hostname=job.worker or "",
     )
     try:
-        dlq_store.add(entry)
+        entries.add(entry)
     except Exception:
         logger.exception("could not dead-letter lost job %s: %r", job_id, entry.to_dict())

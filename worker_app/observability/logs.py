@@ -15,7 +15,7 @@ from typing import Any
 from pythonjsonlogger.core import RESERVED_ATTRS
 
 from worker_app.config import Settings
-from worker_app.tracing import current_trace_id
+from worker_app.observability.tracing import current_trace_id
 
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s%(job)s %(message)s"
 JSON_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"

@@ -4,23 +4,18 @@ from __future__ import annotations
 
 import json
 import signal
-import sys
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
 
+from worker_app.cli.common import fail
 from worker_app.config import get_settings
 from worker_app.errors import OutboxUnavailable
 from worker_app.outbox.relay import BATCH, POLL
 
 T = TypeVar("T")
-
-
-def _fail(message: str) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(1)
 
 
 def _guard(action: Callable[[], T]) -> T:
@@ -35,13 +30,13 @@ def _guard(action: Callable[[], T]) -> T:
             return action()
         except psycopg.errors.UndefinedTable:
             table = OutboxTable.from_settings().qualified
-            _fail(f"the outbox table {table} does not exist; run: worker-app outbox migrate")
+            fail(f"the outbox table {table} does not exist; run: worker-app outbox migrate")
         except psycopg.Error as exc:
             detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            _fail(f"PostgreSQL: {detail}")
+            fail(f"PostgreSQL: {detail}")
     except OutboxUnavailable as exc:
-        _fail(str(exc))
-    raise AssertionError("unreachable")  # _fail exits
+        fail(str(exc))
+    raise AssertionError("unreachable")  # fail exits
 
 
 @click.group("outbox")
@@ -85,8 +80,8 @@ def migrate_command() -> None:
 def relay_command(batch: int, poll: float) -> None:
     """Publish committed outbox rows to Redis until SIGTERM or Ctrl-C (run one or more)."""
     # Imported when it runs: psycopg and the outbox load only for the outbox commands.
-    from worker_app import tracing
-    from worker_app.logs import configure_logging
+    from worker_app.observability import tracing
+    from worker_app.observability.logs import configure_logging
     from worker_app.outbox.relay import Relay
 
     configure_logging(get_settings())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,13 +10,9 @@ import click
 from kombu.exceptions import OperationalError
 from redis import RedisError
 
-from worker_app import dlq
+from worker_app.cli.common import fail
+from worker_app.dlq import entries, manage
 from worker_app.errors import WorkerAppError
-
-
-def _fail(message: str) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(1)
 
 
 def _when(ts: float | None) -> str:
@@ -26,10 +21,10 @@ def _when(ts: float | None) -> str:
 
 def _filter(
     task: str | None, reason: str | None, queue: str | None, fingerprint: str | None
-) -> dlq.Filter:
-    if reason is not None and reason not in dlq.REASONS:
-        _fail(f"--reason {reason!r} is not one of {', '.join(dlq.REASONS)}")
-    return dlq.Filter(task=task, reason=reason, queue=queue, fingerprint=fingerprint)
+) -> entries.Filter:
+    if reason is not None and reason not in entries.REASONS:
+        fail(f"--reason {reason!r} is not one of {', '.join(entries.REASONS)}")
+    return entries.Filter(task=task, reason=reason, queue=queue, fingerprint=fingerprint)
 
 
 def _filter_options(fn: Any) -> Any:
@@ -47,7 +42,7 @@ def _rate(text: str | None) -> float | None:
     except ValueError:
         value = -1.0
     if value <= 0 or unit not in ("s", "m", ""):
-        _fail(f"--rate {text!r}: expected N/s or N/m, e.g. 50/s")
+        fail(f"--rate {text!r}: expected N/s or N/m, e.g. 50/s")
     return value / 60.0 if unit == "m" else value
 
 
@@ -72,7 +67,7 @@ def list_command(
 ) -> None:
     """Entries, newest first."""
     page = _guard(
-        lambda: dlq.list_entries(_filter(task, reason, queue, fingerprint), cursor, limit)
+        lambda: manage.list_entries(_filter(task, reason, queue, fingerprint), cursor, limit)
     )
     if as_json:
         click.echo(
@@ -97,11 +92,11 @@ def list_command(
 @click.option("--json", "as_json", is_flag=True)
 def show_command(task_id: str, as_json: bool) -> None:
     """One entry with its traceback, arguments, headers and history."""
-    entry = _guard(lambda: dlq.get(task_id))
+    entry = _guard(lambda: manage.get(task_id))
     if entry is None:
-        _fail(f"no dead-letter entry {task_id!r}")
+        fail(f"no dead-letter entry {task_id!r}")
     data = entry.to_dict()
-    data["history"] = _guard(lambda: dlq.history(task_id=task_id))
+    data["history"] = _guard(lambda: manage.history(task_id=task_id))
     if as_json:
         click.echo(json.dumps(data, indent=2, default=str))
         return
@@ -138,25 +133,25 @@ def requeue_command(
             try:
                 data = json.loads(payload)
             except json.JSONDecodeError as exc:
-                _fail(f"--payload is not valid JSON: {exc}")
-        requeued = _guard(lambda: dlq.requeue(task_id, payload=data))
+                fail(f"--payload is not valid JSON: {exc}")
+        requeued = _guard(lambda: manage.requeue(task_id, payload=data))
         if requeued is None:
-            _fail(f"no dead-letter entry {task_id!r}")
+            fail(f"no dead-letter entry {task_id!r}")
         click.echo(f"requeued {task_id}" + (f", {requeued.note}" if requeued.note else ""))
         return
     flt = _filter(task, reason, queue, fingerprint)
     if not everything and not flt.given():
-        _fail("name a TASK_ID, or filters (--task/--reason/--queue/--fingerprint), or --all")
+        fail("name a TASK_ID, or filters (--task/--reason/--queue/--fingerprint), or --all")
     per_second = _rate(rate)
     result = _guard(
-        lambda: dlq.requeue_many(
+        lambda: manage.requeue_many(
             flt,
             rate=per_second,
             progress=lambda n: click.echo(f"requeued {n}", err=True) if n % 100 == 0 else None,
         )
     )
     if result.stopped is not None:
-        _fail(f"requeued {result.done} of {result.total}, stopped: {result.stopped}")
+        fail(f"requeued {result.done} of {result.total}, stopped: {result.stopped}")
     line = f"requeued {result.done} of {result.total}, refused {result.refused}"
     if result.unvalidated:
         line += (
@@ -170,8 +165,8 @@ def requeue_command(
 @click.argument("task_id")
 def delete_command(task_id: str) -> None:
     """Remove one entry for good."""
-    if not _guard(lambda: dlq.delete(task_id)):
-        _fail(f"no dead-letter entry {task_id!r}")
+    if not _guard(lambda: manage.delete(task_id)):
+        fail(f"no dead-letter entry {task_id!r}")
     click.echo(f"deleted {task_id}")
 
 
@@ -194,13 +189,17 @@ def purge_command(
 
     flt = _filter(task, reason, queue, fingerprint)
     if older_than is not None:
-        flt = dlq.Filter(task, reason, queue, fingerprint, before=time.time() - older_than * 3600)
-    count = _guard(lambda: sum(1 for _ in dlq.store().iter(flt)))
+        flt = entries.Filter(
+            task, reason, queue, fingerprint, before=time.time() - older_than * 3600
+        )
+    count = _guard(lambda: sum(1 for _ in entries.store().iter(flt)))
     if not yes and not click.confirm(
         f"purge {count} dead-letter entr{'y' if count == 1 else 'ies'}?"
     ):
-        _fail("nothing purged")
-    removed = _guard(lambda: dlq.purge(flt, progress=lambda n: click.echo(f"purged {n}", err=True)))
+        fail("nothing purged")
+    removed = _guard(
+        lambda: manage.purge(flt, progress=lambda n: click.echo(f"purged {n}", err=True))
+    )
     click.echo(f"purged {removed}")
 
 
@@ -208,7 +207,7 @@ def purge_command(
 @click.option("--json", "as_json", is_flag=True)
 def stats_command(as_json: bool) -> None:
     """Counts by reason, task and queue, and the distinct failures by fingerprint."""
-    stats = _guard(dlq.stats)
+    stats = _guard(manage.stats)
     if as_json:
         click.echo(json.dumps(stats, indent=2))
         return
@@ -230,7 +229,7 @@ def stats_command(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def history_command(limit: int, as_json: bool) -> None:
     """Who requeued, deleted or purged what, and when."""
-    records = _guard(lambda: dlq.history(limit))
+    records = _guard(lambda: manage.history(limit))
     if as_json:
         click.echo(json.dumps(records, indent=2))
         return
@@ -247,4 +246,4 @@ def _guard(call: Any) -> Any:
     try:
         return call()
     except (WorkerAppError, OperationalError, RedisError) as exc:
-        _fail(str(exc))
+        fail(str(exc))

@@ -15,13 +15,13 @@ from pydantic import BaseModel
 from worker_app import keys
 from worker_app.celery import get_task
 from worker_app.errors import InvalidPayload
-from worker_app.publish import Payload, enqueue_many, publish_one
+from worker_app.jobs.payload import Payload
+from worker_app.producer.publish import enqueue_many, publish_one
 from worker_app.redis_client import get_redis
 
 AnyTask = Task[Any, Any]
 
 __all__ = [
-    "Payload",
     "Submitted",
     "enqueue",
     "enqueue_critical",

@@ -9,7 +9,7 @@ import logging
 import traceback
 from typing import Any
 
-from worker_app.dlq_store import Entry
+from worker_app.dlq.entries import Entry
 
 __all__ = ["message_entry", "raw_entry"]
 

@@ -1,4 +1,6 @@
-"""Signal receivers: wiring only. Every ``connect`` of the app lives here.
+"""Signal receivers for logs, traces and job records: wiring only.
+
+The worker's own receiver (its bounded shutdown) is in :mod:`worker_app.worker.consumer`.
 
 Celery dispatches signals robustly: a receiver that raises is logged by Celery and the task
 goes on.
@@ -18,15 +20,16 @@ from celery.signals import (
     task_rejected,
     task_revoked,
     worker_process_init,
-    worker_ready,
 )
 
-from worker_app import jobs, keys, lifecycle, shutdown, tracing
+from worker_app import keys
+from worker_app.broker.queues import check_worker_queues
 from worker_app.config import get_settings
-from worker_app.logs import JobContext, bind_job, clear_job, configure_logging
-from worker_app.queues import check_worker_queues
+from worker_app.jobs import records
+from worker_app.observability import lifecycle, tracing
+from worker_app.observability.logs import JobContext, bind_job, clear_job, configure_logging
+from worker_app.observability.tracing import trace_id_of
 from worker_app.redis_client import get_redis
-from worker_app.tracing import trace_id_of
 
 
 @celeryd_init.connect
@@ -77,7 +80,7 @@ def _on_rejected(message: Any = None, exc: BaseException | None = None, **_: Any
 def _on_revoked(request: Any = None, terminated: bool = False, **_: Any) -> None:
     # A job stopped by a cancel (revoke with terminate) ends cancelled, never failed.
     if request is not None and getattr(request, "id", None):
-        jobs.store().finished(str(request.id), "cancelled")
+        records.store().finished(str(request.id), "cancelled")
 
 
 @heartbeat_sent.connect
@@ -91,8 +94,3 @@ def _on_heartbeat(sender: Any = None, **_: Any) -> None:
 def _on_pool_process(**_: Any) -> None:
     # After fork: a tracer provider's exporter threads do not survive it.
     tracing.setup()
-
-
-@worker_ready.connect
-def _on_worker_ready(sender: Any = None, **_: Any) -> None:
-    shutdown.install(sender.controller)

@@ -1,6 +1,6 @@
-"""The dead-letter store in Redis: entries keyed by task id, indexed by failure time and by filter;
-this process's store, and the writes that dead-letter a job (imported by the worker side, which
-must not reach the replay in :mod:`worker_app.dlq`).
+"""The dead-letter entries in Redis: keyed by task id, indexed by failure time and by filter;
+this process's store, and the writes that dead-letter a job (the worker side imports this, never
+:mod:`worker_app.dlq.manage`).
 
 Modelled on a registry: a sorted set scored by time plus one record per id. Every change that
 touches more than one key runs as one Lua script, so the indexes never disagree with the entries.

@@ -14,15 +14,15 @@ from celery import bootsteps
 
 from worker_app import keys
 from worker_app.broker.delays import release_due
+from worker_app.broker.queues import queue_stats
 from worker_app.broker.sweep import end_orphan, orphans, sweep
 from worker_app.config import get_settings
-from worker_app.failures import LOST, dead_letter_lost
-from worker_app.health import beat
-from worker_app.queues import queue_stats
+from worker_app.dlq.capture import LOST, dead_letter_lost
+from worker_app.jobs.waits import FLUSH_INTERVAL as WAIT_FLUSH_INTERVAL
+from worker_app.jobs.waits import WAITS
 from worker_app.redis_client import get_redis
-from worker_app.stats import COUNTERS
-from worker_app.waits import FLUSH_INTERVAL as WAIT_FLUSH_INTERVAL
-from worker_app.waits import WAITS
+from worker_app.worker.health import beat
+from worker_app.worker.stats import COUNTERS
 
 logger = logging.getLogger(__name__)
 

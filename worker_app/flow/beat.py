@@ -4,7 +4,7 @@ redbeat keeps the schedule and a lock in Redis, so any number of beat processes 
 holds the lock and schedules, the others wait for it. The lock lapses ``BEAT_LOCK_TTL`` after
 its holder's last renewal and a standby retries every ``BEAT_TICK_MAX`` (both in
 :mod:`worker_app.keys`), so a standby takes over well within a minute of the active
-scheduler's death. What it sends goes through :func:`worker_app.schedules.fire`: one job per
+scheduler's death. What it sends goes through :func:`worker_app.flow.schedules.fire`: one job per
 slot, no overlapping runs.
 """
 
@@ -16,14 +16,14 @@ from typing import Any
 
 from redbeat import RedBeatScheduler
 
-from worker_app import schedules
 from worker_app.errors import WorkerAppError
+from worker_app.flow import schedules
 
 logger = logging.getLogger(__name__)
 
 
 class Scheduler(RedBeatScheduler):  # type: ignore[misc]
-    """redbeat's scheduler, fed from :data:`worker_app.schedules.SCHEDULES`."""
+    """redbeat's scheduler, fed from :data:`worker_app.flow.schedules.SCHEDULES`."""
 
     def setup_schedule(self) -> None:
         # Declarations live beside their tasks: load them before the schedule is stored.

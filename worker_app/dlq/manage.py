@@ -1,16 +1,9 @@
-"""The dead-letter queue: capture, inspect, replay and purge failed jobs.
+"""The operator's side of the dead-letter queue: inspect, requeue (replay), delete and purge.
 
-Nothing that fails is dropped: the failure handler and the worker's guards for undecodable,
-unknown and poison messages all write here. From Python::
-
-    from worker_app import dlq
-    page = dlq.list_entries(dlq.Filter(reason="retries_exhausted"))
-    dlq.requeue("0b9f...", actor="ops")
-
-A requeue validates the payload when this process has the task. When it does not (a task of
-another deployment, or an ``unknown_task`` entry from a worker that lacked it), the original
-message is published unchanged for a worker that has the task, and the audit record says it was
-not validated.
+Every action leaves an audit record (:func:`history`). A requeue validates the payload when this
+process has the task. When it does not (a task of another deployment, or an ``unknown_task``
+entry from a worker that lacked it), the original message is published unchanged for a worker
+that has the task, and the audit record says it was not validated.
 """
 
 from __future__ import annotations
@@ -27,34 +20,13 @@ from kombu.exceptions import OperationalError
 from redis import RedisError
 
 from worker_app import keys
-from worker_app.base import validate_payload
+from worker_app.broker.queues import check_queue
 from worker_app.celery import app, get_task
 from worker_app.config import get_settings
-from worker_app.dlq_store import REASONS, Entry, Filter, Page, add, add_held, fingerprint, store
+from worker_app.dlq.entries import Entry, Filter, Page, store
 from worker_app.errors import BrokerUnavailable, UnknownTask, WorkerAppError
-from worker_app.queues import check_queue
+from worker_app.jobs.payload import validate_payload
 from worker_app.redis_client import get_redis
-
-__all__ = [
-    "REASONS",
-    "Entry",
-    "Filter",
-    "Page",
-    "Requeued",
-    "RequeueRefused",
-    "add",
-    "add_held",
-    "delete",
-    "fingerprint",
-    "get",
-    "history",
-    "list_entries",
-    "purge",
-    "requeue",
-    "requeue_many",
-    "stats",
-    "store",
-]
 
 logger = logging.getLogger(__name__)
 
