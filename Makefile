@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 # `make run` shows retries within seconds instead of the production backoff of 15 s.
 export ASYNQ_RETRY_BACKOFF ?= 2s
 
-.PHONY: install run test lint fmt bench bench-quick clean
+.PHONY: install run test test-unit lint fmt bench bench-quick clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -28,6 +28,10 @@ run: install  ## the dev worker on every queue, with a demo batch of jobs
 test: install  ## the whole suite against private redis-server processes
 	@command -v redis-server >/dev/null || { echo "redis-server is not on PATH: apt-get install redis-server"; exit 1; }
 	$(BIN)/pytest
+
+test-unit: install  ## tests/unit only: scripts, envelopes, config, payloads; no worker process
+	@command -v redis-server >/dev/null || { echo "redis-server is not on PATH: apt-get install redis-server"; exit 1; }
+	$(BIN)/pytest tests/unit
 
 lint: install
 	$(BIN)/ruff check .

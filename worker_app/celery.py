@@ -65,9 +65,9 @@ def _ssl_options(settings: Settings) -> dict[str, Any] | None:
 def celery_config(settings: Settings) -> dict[str, Any]:
     """Every Celery setting worker_app relies on, derived from ``settings``."""
     url, url_options = _redis_urls(settings)
-    hard = settings.asynq_task_timeout.total_seconds()
+    hard = settings.task_timeout.total_seconds()
     soft = hard - min(hard * SOFT_LIMIT_SHARE, SOFT_LIMIT_MARGIN_MAX)
-    shutdown = settings.asynq_shutdown_timeout.total_seconds()
+    shutdown = settings.shutdown_timeout.total_seconds()
     socket_options = {
         "socket_timeout": SOCKET_TIMEOUT,
         "socket_connect_timeout": SOCKET_CONNECT_TIMEOUT,
@@ -78,7 +78,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     transport = {
         **url_options,
         **socket_options,
-        "visibility_timeout": settings.asynq_visibility_timeout.total_seconds(),
+        "visibility_timeout": settings.visibility_timeout.total_seconds(),
         # Weighted (or strict) queue order, drawn afresh for every fetch.
         "queue_order_strategy": "worker_app.broker.queues:WeightedOrder",
         # kombu's default priority lists, read in priority order within each queue: a plain
@@ -118,8 +118,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_lost_wait": WORKER_LOST_WAIT,
         "task_time_limit": hard,
         "task_soft_time_limit": soft,
-        "result_expires": settings.asynq_retention,
-        "worker_concurrency": settings.asynq_concurrency,
+        "result_expires": settings.retention,
+        "worker_concurrency": settings.concurrency,
         "worker_soft_shutdown_timeout": shutdown,
         "task_queues": queues,
         "task_default_queue": default,

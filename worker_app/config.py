@@ -79,57 +79,74 @@ Queues = Annotated[dict[str, int], NoDecode, BeforeValidator(parse_queues)]
 
 # The form each variable expects, quoted in error lines.
 FORMS: dict[str, str] = {
-    "redis_url": "redis://[:password@]host[:port][/db], rediss://... or "
+    "REDIS_URL": "redis://[:password@]host[:port][/db], rediss://... or "
     "sentinel://host:port[;sentinel://host:port...][/db]?master_name=NAME",
-    "app_env": "one of development, test, production",
-    "log_level": "one of " + ", ".join(LEVELS),
-    "log_format": "text or json",
-    "asynq_concurrency": "a positive integer",
-    "asynq_queues": "name:weight[,name:weight...] with unique names of letters, digits, '_', "
+    "APP_ENV": "one of development, test, production",
+    "LOG_LEVEL": "one of " + ", ".join(LEVELS),
+    "LOG_FORMAT": "text or json",
+    "ASYNQ_CONCURRENCY": "a positive integer",
+    "ASYNQ_QUEUES": "name:weight[,name:weight...] with unique names of letters, digits, '_', "
     "'.', '-' and positive integer weights, e.g. critical:6,default:3,low:1",
-    "asynq_strict_priority": "true or false",
-    "asynq_max_retry": "a non-negative integer",
-    "asynq_dlq_max_size": "a positive integer",
-    "asynq_max_payload": "a size of at least 1KiB, such as 1MiB, 512KiB or a number of bytes",
-    "api_token": "a non-empty token (at least 16 characters in production, not a sample value)",
-    "flower_basic_auth": "user:password (not a sample value in production)",
-    "flower_port": "a port number between 1 and 65535",
-    "flower_url": "an http:// or https:// URL",
-    "otel_exporter_otlp_endpoint": "an http:// or https:// URL",
-    "otel_traces_exporter": "a comma-separated list of otlp, console, none",
-    "otel_service_name": "a non-empty service name",
-    "outbox_database_url": "postgresql://user[:password]@host[:port]/database",
-    "outbox_table": "a table name, optionally schema-qualified (schema.table)",
+    "ASYNQ_STRICT_PRIORITY": "true or false",
+    "ASYNQ_MAX_RETRY": "a non-negative integer",
+    "ASYNQ_DLQ_MAX_SIZE": "a positive integer",
+    "ASYNQ_MAX_PAYLOAD": "a size of at least 1KiB, such as 1MiB, 512KiB or a number of bytes",
+    "API_TOKEN": "a non-empty token (at least 16 characters in production, not a sample value)",
+    "FLOWER_BASIC_AUTH": "user:password (not a sample value in production)",
+    "FLOWER_PORT": "a port number between 1 and 65535",
+    "FLOWER_URL": "an http:// or https:// URL",
+    "OTEL_EXPORTER_OTLP_ENDPOINT": "an http:// or https:// URL",
+    "OTEL_TRACES_EXPORTER": "a comma-separated list of otlp, console, none",
+    "OTEL_SERVICE_NAME": "a non-empty service name",
+    "OUTBOX_DATABASE_URL": "postgresql://user[:password]@host[:port]/database",
+    "OUTBOX_TABLE": "a table name, optionally schema-qualified (schema.table)",
 }
-SECRET_FIELDS = {"api_token", "flower_basic_auth"}
+SECRET_VARIABLES = {"API_TOKEN", "FLOWER_BASIC_AUTH"}
 
 
 class Settings(BaseSettings):
     """Every variable of DESIGN.md's configuration table."""
 
     model_config = SettingsConfigDict(
-        env_file=".env", extra="ignore", env_ignore_empty=True, validate_default=True
+        env_file=".env",
+        extra="ignore",
+        env_ignore_empty=True,
+        validate_default=True,
+        populate_by_name=True,
     )
 
     redis_url: str = "redis://localhost:6379/0"
     app_env: Literal["development", "test", "production"] = "development"
     log_level: str | None = None
     log_format: Literal["text", "json"] | None = None
-    asynq_concurrency: int = Field(5, gt=0)
-    asynq_queues: Queues = Field(default_factory=lambda: {"critical": 6, "default": 3, "low": 1})
-    asynq_strict_priority: bool = False
-    asynq_max_retry: int = Field(3, ge=0)
-    asynq_retry_backoff: Duration = timedelta(seconds=15)
-    asynq_retry_backoff_max: Duration = timedelta(hours=1)
-    asynq_task_timeout: Duration = timedelta(minutes=5)
-    asynq_shutdown_timeout: Duration = timedelta(seconds=25)
-    asynq_visibility_timeout: Duration = timedelta(seconds=60)
-    asynq_retention: Duration = timedelta(hours=24)
-    asynq_dlq_retention: Duration = timedelta(days=90)
-    asynq_dlq_max_size: int = Field(10_000, gt=0)
-    asynq_max_payload: ByteSize = Field(ByteSize(1024 * 1024), ge=1024)
-    asynq_health_check_interval: Duration = timedelta(seconds=15)
-    asynq_stats_interval: Duration = timedelta(seconds=60)
+    concurrency: int = Field(5, gt=0, validation_alias="ASYNQ_CONCURRENCY")
+    queues: Queues = Field(
+        default_factory=lambda: {"critical": 6, "default": 3, "low": 1},
+        validation_alias="ASYNQ_QUEUES",
+    )
+    strict_priority: bool = Field(False, validation_alias="ASYNQ_STRICT_PRIORITY")
+    max_retry: int = Field(3, ge=0, validation_alias="ASYNQ_MAX_RETRY")
+    retry_backoff: Duration = Field(timedelta(seconds=15), validation_alias="ASYNQ_RETRY_BACKOFF")
+    retry_backoff_max: Duration = Field(
+        timedelta(hours=1), validation_alias="ASYNQ_RETRY_BACKOFF_MAX"
+    )
+    task_timeout: Duration = Field(timedelta(minutes=5), validation_alias="ASYNQ_TASK_TIMEOUT")
+    shutdown_timeout: Duration = Field(
+        timedelta(seconds=25), validation_alias="ASYNQ_SHUTDOWN_TIMEOUT"
+    )
+    visibility_timeout: Duration = Field(
+        timedelta(seconds=60), validation_alias="ASYNQ_VISIBILITY_TIMEOUT"
+    )
+    retention: Duration = Field(timedelta(hours=24), validation_alias="ASYNQ_RETENTION")
+    dlq_retention: Duration = Field(timedelta(days=90), validation_alias="ASYNQ_DLQ_RETENTION")
+    dlq_max_size: int = Field(10_000, gt=0, validation_alias="ASYNQ_DLQ_MAX_SIZE")
+    max_payload: ByteSize = Field(
+        ByteSize(1024 * 1024), ge=1024, validation_alias="ASYNQ_MAX_PAYLOAD"
+    )
+    health_check_interval: Duration = Field(
+        timedelta(seconds=15), validation_alias="ASYNQ_HEALTH_CHECK_INTERVAL"
+    )
+    stats_interval: Duration = Field(timedelta(seconds=60), validation_alias="ASYNQ_STATS_INTERVAL")
     api_token: SecretStr | None = None
     flower_basic_auth: SecretStr | None = None
     flower_port: int = Field(5555, ge=1, le=65535)
@@ -166,23 +183,23 @@ class Settings(BaseSettings):
         problems = []
         url_problem = redis_url_problem(self.redis_url)
         if url_problem:
-            problems.append(_line("redis_url", mask_url(self.redis_url), url_problem))
+            problems.append(_line("REDIS_URL", mask_url(self.redis_url), url_problem))
         if self.log_level is not None and self.log_level not in LEVELS:
-            problems.append(_line("log_level", self.log_level, None))
-        if self.asynq_retry_backoff > self.asynq_retry_backoff_max:
+            problems.append(_line("LOG_LEVEL", self.log_level, None))
+        if self.retry_backoff > self.retry_backoff_max:
             problems.append(
-                f"ASYNQ_RETRY_BACKOFF={format_duration(self.asynq_retry_backoff)!r} must not "
-                f"exceed ASYNQ_RETRY_BACKOFF_MAX={format_duration(self.asynq_retry_backoff_max)!r}"
+                f"ASYNQ_RETRY_BACKOFF={format_duration(self.retry_backoff)!r} must not "
+                f"exceed ASYNQ_RETRY_BACKOFF_MAX={format_duration(self.retry_backoff_max)!r}"
             )
         if self.flower_basic_auth is not None:
             user, _, password = self.flower_basic_auth.get_secret_value().partition(":")
             if not user or not password:
-                problems.append(_line("flower_basic_auth", "***", None))
+                problems.append(_line("FLOWER_BASIC_AUTH", "***", None))
         if self.outbox_database_url is not None:
             scheme = urlsplit(self.outbox_database_url.get_secret_value()).scheme
             if scheme not in ("postgresql", "postgres", "postgresql+psycopg"):
                 shown = mask_url(self.outbox_database_url.get_secret_value())
-                problems.append(_line("outbox_database_url", shown, None))
+                problems.append(_line("OUTBOX_DATABASE_URL", shown, None))
         return problems
 
     def _production_problems(self) -> list[str]:
@@ -195,23 +212,23 @@ class Settings(BaseSettings):
         if not token:
             problems.append("API_TOKEN is required when APP_ENV=production")
         elif len(token) < MIN_PRODUCTION_TOKEN or token.lower() in SAMPLE_SECRETS:
-            problems.append(_line("api_token", "***", "too short or a sample value"))
+            problems.append(_line("API_TOKEN", "***", "too short or a sample value"))
         auth = self.flower_basic_auth.get_secret_value() if self.flower_basic_auth else ""
         if not auth:
             problems.append("FLOWER_BASIC_AUTH is required when APP_ENV=production")
         elif auth.partition(":")[2].lower() in SAMPLE_SECRETS:
-            problems.append(_line("flower_basic_auth", "***", "the password is a sample value"))
+            problems.append(_line("FLOWER_BASIC_AUTH", "***", "the password is a sample value"))
         return problems
 
     @property
     def queue_names(self) -> list[str]:
         """Configured queue names, in configuration order."""
-        return list(self.asynq_queues)
+        return list(self.queues)
 
     @property
     def default_queue(self) -> str:
         """The queue tasks go to unless routed: ``default`` when configured, else the first."""
-        return "default" if "default" in self.asynq_queues else self.queue_names[0]
+        return "default" if "default" in self.queues else self.queue_names[0]
 
     def public(self) -> dict[str, str | int | bool | None | dict[str, int]]:
         """Effective settings by variable name, secrets masked: safe to print or log."""
@@ -228,7 +245,7 @@ class Settings(BaseSettings):
                 shown = mask_url(value)
             else:
                 shown = value
-            out[name.upper()] = shown
+            out[variable_of(name)] = shown
         return out
 
 
@@ -263,9 +280,16 @@ def mask_url(url: str) -> str:
     return re.sub(r"(://[^:/@;]*:)[^@/;]*@", r"\1***@", url)
 
 
-def _line(field: str, value: object, detail: str | None) -> str:
-    line = f"{field.upper()}={str(value)!r}: expected {FORMS.get(field, DURATION_FORM)}"
+def _line(variable: str, value: object, detail: str | None) -> str:
+    line = f"{variable}={str(value)!r}: expected {FORMS.get(variable, DURATION_FORM)}"
     return line + (f" ({detail})" if detail else "")
+
+
+def variable_of(name: str) -> str:
+    """The environment variable of a Settings field (or of an alias pydantic reports)."""
+    field = Settings.model_fields.get(name)
+    alias = field.validation_alias if field is not None else None
+    return alias if isinstance(alias, str) else name.upper()
 
 
 def _error_lines(error: ValidationError, raw: dict[str, str]) -> list[str]:
@@ -276,14 +300,14 @@ def _error_lines(error: ValidationError, raw: dict[str, str]) -> list[str]:
         if not loc:
             lines.extend(message.splitlines())
             continue
-        field = str(loc[0])
-        shown = "***" if field in SECRET_FIELDS else raw.get(field.upper(), item.get("input"))
-        if field == "redis_url" and isinstance(shown, str):
+        variable = variable_of(str(loc[0]))
+        shown = "***" if variable in SECRET_VARIABLES else raw.get(variable, item.get("input"))
+        if variable == "REDIS_URL" and isinstance(shown, str):
             shown = mask_url(shown)
         # Parsers explain what exactly is wrong; pydantic's own messages only restate the form.
-        explains = field in ("asynq_queues", "redis_url") or "greater than 0" in message
+        explains = variable in ("ASYNQ_QUEUES", "REDIS_URL") or "greater than 0" in message
         detail = message if explains else None
-        lines.append(_line(field, shown, detail))
+        lines.append(_line(variable, shown, detail))
     return lines
 
 
@@ -295,7 +319,7 @@ def _raw_environment() -> dict[str, str]:
 
 def warn_unknown(raw: dict[str, str]) -> None:
     """Log one warning per unknown ``ASYNQ_*`` variable, naming the closest known one."""
-    known = [name.upper() for name in Settings.model_fields if name.startswith("asynq_")]
+    known = [name for name in map(variable_of, Settings.model_fields) if name.startswith("ASYNQ_")]
     for name in sorted(raw):
         if name.startswith("ASYNQ_") and name not in known:
             close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)

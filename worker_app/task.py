@@ -90,7 +90,7 @@ class BaseTask(Task[Any, Any]):
 
     def retry_limit(self) -> int:
         """Retries this task gets after its first attempt."""
-        return get_settings().asynq_max_retry if self.max_retries is None else self.max_retries
+        return get_settings().max_retry if self.max_retries is None else self.max_retries
 
     def retry(
         self,
@@ -121,8 +121,8 @@ class BaseTask(Task[Any, Any]):
     def retry_delay(self, attempt: int) -> tuple[float, float]:
         """A full-jitter delay before retry ``attempt + 1``, and the bound it was drawn under."""
         settings = get_settings()
-        base = _seconds(self.backoff, settings.asynq_retry_backoff)
-        cap = _seconds(self.backoff_max, settings.asynq_retry_backoff_max)
+        base = _seconds(self.backoff, settings.retry_backoff)
+        cap = _seconds(self.backoff_max, settings.retry_backoff_max)
         bound = backoff_bound(attempt, base, cap)
         return random.uniform(0.0, bound), bound
 
@@ -247,7 +247,7 @@ class BaseTask(Task[Any, Any]):
             value = bound.get(self.concurrency_key)
         slot = concurrency.slot_key(self.name, value)
         limits = self.request.timelimit or (None, None)
-        lease = float(limits[0] or get_settings().asynq_task_timeout.total_seconds()) + 5.0
+        lease = float(limits[0] or get_settings().task_timeout.total_seconds()) + 5.0
         if not concurrency.acquire(slot, job_id, self.concurrency_limit, lease):
             raise TooManyJobs(
                 f"{self.concurrency_limit} jobs of {self.concurrency_key}={value} already running",

@@ -133,7 +133,7 @@ def check_size(message: str, what: str = "the job") -> None:
     Raises:
         PayloadTooLarge: with one line that says how large it is and the limit.
     """
-    limit = int(get_settings().asynq_max_payload)
+    limit = int(get_settings().max_payload)
     size = len(message)  # kombu's JSON is ASCII: characters are bytes
     if size > limit:
         raise PayloadTooLarge(

@@ -38,8 +38,8 @@ class WeightedOrder:
 
     def __init__(self, items: Iterable[str] | None = None) -> None:
         settings = get_settings()
-        self.weights = settings.asynq_queues
-        self.strict = settings.asynq_strict_priority
+        self.weights = settings.queues
+        self.strict = settings.strict_priority
         self.items: list[str] = list(items or ())
 
     def update(self, items: Iterable[str]) -> None:
@@ -134,7 +134,7 @@ class QueueStats:
 
 def queue_stats(client: redis.Redis) -> list[QueueStats]:
     """Weight, share, depth and in-flight counts of every configured queue."""
-    weights = get_settings().asynq_queues
+    weights = get_settings().queues
     total = sum(weights.values())
     pipe = client.pipeline(transaction=False)
     for name in weights:

@@ -230,7 +230,7 @@ def now_iso(now: float) -> str:
 @cache
 def retention() -> int:
     """``ASYNQ_RETENTION`` in whole seconds (at least 1), as the scripts take it."""
-    return int(max(1, get_settings().asynq_retention.total_seconds()))
+    return int(max(1, get_settings().retention.total_seconds()))
 
 
 def load_all(client: Any) -> None:

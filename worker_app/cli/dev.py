@@ -43,7 +43,7 @@ def dev_command(demo: bool, api_port: int) -> None:
             "--queues",
             ",".join(settings.queue_names),
             "--concurrency",
-            str(settings.asynq_concurrency),
+            str(settings.concurrency),
             "--loglevel",
             (settings.log_level or "info").upper(),
             "--beat",  # periodic jobs too, with the same scheduler as `celery -A worker_app beat`

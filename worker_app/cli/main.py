@@ -54,7 +54,7 @@ def grace_warnings(compose_file: Path) -> list[str]:
         services = (yaml.safe_load(compose_file.read_text()) or {}).get("services") or {}
     except (OSError, yaml.YAMLError, AttributeError):
         return []
-    timeout = get_settings().asynq_shutdown_timeout.total_seconds()
+    timeout = get_settings().shutdown_timeout.total_seconds()
     out = []
     for name, service in services.items():
         command = service.get("command") if isinstance(service, dict) else None
@@ -163,7 +163,7 @@ def queues_command(as_json: bool) -> None:
             f"{q.name:<16} {q.weight:>6} {share:>6} {q.ready:>8} {q.scheduled:>9} {q.unacked:>8} "
             f"{oldest:>9}"
         )
-    if get_settings().asynq_strict_priority:
+    if get_settings().strict_priority:
         click.echo(
             "strict priority: a queue is served only when every higher-weight queue is empty"
         )

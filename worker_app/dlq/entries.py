@@ -246,9 +246,7 @@ class Store:
 def store() -> Store:
     """This process's dead-letter store."""
     settings = get_settings()
-    return Store(
-        get_redis(), settings.asynq_dlq_retention.total_seconds(), settings.asynq_dlq_max_size
-    )
+    return Store(get_redis(), settings.dlq_retention.total_seconds(), settings.dlq_max_size)
 
 
 def add(entry: Entry) -> None:
@@ -263,7 +261,7 @@ def add_held(entry: Entry, tag: str, job_id: str) -> bool:
     Raises:
         redis.RedisError: nothing was released; the message is still held.
     """
-    retention = int(max(1, get_settings().asynq_retention.total_seconds()))
+    retention = int(max(1, get_settings().retention.total_seconds()))
     trimmed = store().add_held(entry, tag, job_id, retention)
     if trimmed is None:
         logger.warning(

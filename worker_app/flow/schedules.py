@@ -26,11 +26,12 @@ from celery.schedules import crontab, schedule
 
 from worker_app import keys
 from worker_app.broker.queues import check_queue
+from worker_app.celery import get_task
 from worker_app.durations import format_duration, parse_duration
 from worker_app.errors import WorkerAppError
 from worker_app.jobs import records
 from worker_app.jobs.payload import validate_payload
-from worker_app.producer.client import get_task, submit
+from worker_app.producer.client import submit
 from worker_app.redis_client import get_redis
 
 logger = logging.getLogger(__name__)

@@ -255,7 +255,7 @@ def _decode(data: Any) -> dict[str, str]:
 @lru_cache(maxsize=1)
 def store() -> JobStore:
     """This process's job store."""
-    return JobStore(get_redis(), get_settings().asynq_retention.total_seconds())
+    return JobStore(get_redis(), get_settings().retention.total_seconds())
 
 
 def result_json(result: Any) -> str:

@@ -60,7 +60,7 @@ def enqueue_tx(
         psycopg.Error (or the caller's driver's error): the insert failed; the caller's
             transaction decides what happens next, as with any other statement.
     """
-    from worker_app.producer.client import get_task  # the Celery app, only when a job is enqueued
+    from worker_app.celery import get_task  # the Celery app, only when a job is enqueued
 
     target = get_task(task) if isinstance(task, str) else task
     settings = get_settings()

@@ -86,7 +86,7 @@ class Relay:
         self.table = table or OutboxTable.from_settings(settings)
         self.batch = batch
         self.poll = poll
-        self.retention = settings.asynq_retention.total_seconds()
+        self.retention = settings.retention.total_seconds()
         self.relayed = 0
         self._outage: tuple[str, float] | None = None
         self._delay = BACKOFF_START

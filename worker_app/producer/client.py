@@ -28,7 +28,6 @@ __all__ = [
     "enqueue_default",
     "enqueue_low",
     "enqueue_many",
-    "get_task",
     "submit",
 ]
 

@@ -337,7 +337,7 @@ def enqueue_many(
         status = "scheduled" if template.mode == "park" or template.due else "pending"
         # Every message is measured before any is sent (a batch is all or nothing): by a bound
         # from its encoded arguments, and exactly where the bound is over the limit.
-        limit = int(get_settings().asynq_max_payload)
+        limit = int(get_settings().max_payload)
         encoded = [template.encode(job) for job in batch]
         for n, (job, (arguments, _)) in enumerate(zip(batch, encoded, strict=True)):
             if template.size_bound(arguments) > limit:

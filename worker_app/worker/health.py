@@ -91,7 +91,7 @@ def check(node: str | None = None) -> tuple[bool, str]:
     long tasks.
     """
     settings = get_settings()
-    limit = settings.asynq_health_check_interval.total_seconds() * STALE_AFTER_INTERVALS
+    limit = settings.health_check_interval.total_seconds() * STALE_AFTER_INTERVALS
     client = get_redis()
     try:
         if node is None:
@@ -110,7 +110,7 @@ def check(node: str | None = None) -> tuple[bool, str]:
         who = node or "any worker"
         return False, f"unhealthy: no heartbeat from {who} (not running, or never reached Redis)"
     now = time.time()
-    timeout = settings.asynq_visibility_timeout.total_seconds()
+    timeout = settings.visibility_timeout.total_seconds()
     verdicts = [_verdict(name, value, now, limit, timeout) for name, value in beats.items()]
     # A healthy worker before an unhealthy one, then the freshest beat first.
     ok, _, message = min(verdicts, key=lambda verdict: (not verdict[0], verdict[1]))

@@ -50,7 +50,7 @@ def margin(timeout: float) -> float:
 
 def install(worker: Any) -> None:
     """Route SIGTERM and SIGINT of this worker's main process to the bounded shutdown."""
-    timeout = get_settings().asynq_shutdown_timeout.total_seconds()
+    timeout = get_settings().shutdown_timeout.total_seconds()
     stop = Shutdown(worker, timeout)
     for sig in ("SIGTERM", "SIGINT"):
         platforms.signals[sig] = stop.on_signal

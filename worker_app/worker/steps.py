@@ -46,7 +46,7 @@ class Heartbeat(bootsteps.StartStopStep):
         self.tref: Any = None
         self.node = ""
         self.renewer: LeaseRenewer | None = None
-        self.interval = get_settings().asynq_health_check_interval.total_seconds()
+        self.interval = get_settings().health_check_interval.total_seconds()
 
     def start(self, worker: Any) -> None:
         self.node = str(worker.hostname)
@@ -84,7 +84,7 @@ class StatsLine(bootsteps.StartStopStep):
     def __init__(self, worker: Any, **kwargs: Any) -> None:
         super().__init__(worker, **kwargs)
         self.tref: Any = None
-        self.interval = get_settings().asynq_stats_interval.total_seconds()
+        self.interval = get_settings().stats_interval.total_seconds()
 
     def start(self, worker: Any) -> None:
         self.tref = worker.timer.call_repeatedly(self.interval, self.log)
@@ -170,7 +170,7 @@ class LeaseRenewer(PeriodicThread):
 
     def __init__(self, worker: Any, **kwargs: Any) -> None:
         super().__init__(worker, **kwargs)
-        self.timeout = get_settings().asynq_visibility_timeout.total_seconds()
+        self.timeout = get_settings().visibility_timeout.total_seconds()
         self.period = self.timeout / LEASE_RENEWALS_PER_TIMEOUT
         #: Unix time of the last round that succeeded (the start, until one has).
         self.renewed_at = time.time()
@@ -208,7 +208,7 @@ class HeldSweeper(PeriodicThread):
 
     def __init__(self, worker: Any, **kwargs: Any) -> None:
         super().__init__(worker, **kwargs)
-        self.timeout = get_settings().asynq_visibility_timeout.total_seconds()
+        self.timeout = get_settings().visibility_timeout.total_seconds()
         self.period = max(0.5, self.timeout / RESTORE_SWEEPS_PER_TIMEOUT)
         self.ticks = 0
         #: Where the search for records without a message goes on, per status.
@@ -226,7 +226,7 @@ class HeldSweeper(PeriodicThread):
             turn_key, str(self.worker.hostname), nx=True, ex=max(1, int(self.timeout))
         ):
             settings = get_settings()
-            retention = int(settings.asynq_retention.total_seconds())
+            retention = int(settings.retention.total_seconds())
             found = orphans(client, settings.queue_names, self.timeout, self.cursors)
             for orphan in found:
                 if end_orphan(client, orphan, retention, LOST):

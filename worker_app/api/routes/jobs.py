@@ -10,10 +10,11 @@ from fastapi import APIRouter, Query
 from worker_app.api.errors import ApiError
 from worker_app.api.schemas import JobIn, JobOut, JobPageOut, errors
 from worker_app.celery import app as celery_app
+from worker_app.celery import get_task
 from worker_app.dlq import manage
 from worker_app.jobs import records
 from worker_app.jobs.records import Status
-from worker_app.producer.client import get_task, submit
+from worker_app.producer.client import submit
 
 router = APIRouter(tags=["jobs"])
 #: Seconds an active job gets to stop by itself (``is_cancelled()``) before it is terminated.

@@ -1,0 +1,107 @@
+"""Acks survive a Redis that refuses the fetch carrying them: a Lua script busy past
+``busy-reply-threshold`` makes Redis answer every other command with ``BUSY`` while a worker
+drains short jobs; each job still runs exactly once (own module: own broker and worker)."""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.helpers.env import BIN, ROOT, child_env, wait_until
+from tests.helpers.processes import Worker
+from worker_app import keys
+from worker_app.cli.devredis import RedisServer
+
+pytestmark = pytest.mark.fault
+
+#: Seconds; short, so an ack that was dropped shows as a second run within the test. Longer
+#: than a job is held here (a few tens of ms of work, one busy spell, one back-off).
+LEASE = 6.0
+#: Milliseconds a script may run before Redis answers other clients BUSY (default 5000).
+BUSY_THRESHOLD_MS = 50
+#: Busy spells and the pauses between them, in seconds: uneven, so no periodic work of the
+#: worker falls into every spell.
+SPELLS = (1.2, 1.0, 1.5, 1.1, 1.4, 1.0, 1.3)
+PAUSES = (0.7, 1.1, 0.5, 0.9, 0.6, 1.2)
+JOBS = 400
+JOB_SECONDS = 0.03
+
+BUSY_LOOP = """
+local function now()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+local stop = now() + tonumber(ARGV[1])
+while now() < stop do end
+return 1
+"""
+
+
+def enqueue(env: dict[str, str], run: str, count: int) -> None:
+    script = (
+        "from tests.helpers import e2e_tasks\n"
+        "from worker_app import app\n"
+        "with app.producer_or_acquire() as producer:\n"
+        f"    for _ in range({count}):\n"
+        f"        e2e_tasks.ledger.apply_async(({run!r}, {JOB_SECONDS}), producer=producer)\n"
+    )
+    subprocess.run([str(BIN / "python"), "-c", script], cwd=ROOT, env=env, check=True, timeout=120)
+
+
+def test_acks_carried_by_a_fetch_refused_with_busy_are_released_later_never_dropped(
+    tmp_path: Path, broker: RedisServer, redis_server: RedisServer
+) -> None:
+    # The ledger is the suite's Redis: never busy, so each job counts its run whatever happens.
+    env = child_env(
+        REDIS_URL=broker.url, LEDGER_URL=redis_server.url, ASYNQ_VISIBILITY_TIMEOUT=f"{LEASE:g}s"
+    )
+    run = f"busy-{uuid.uuid4().hex[:8]}"
+    ledger = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    busy = redis.Redis.from_url(broker.url, socket_timeout=30)
+    busy.config_set("busy-reply-threshold", BUSY_THRESHOLD_MS)
+    enqueue(env, run, JOBS)
+    worker = Worker(tmp_path / "worker.log", env)
+    spells: list[float] = []
+    draining = threading.Event()
+
+    def make_redis_busy() -> None:
+        # Busy spells while the worker drains (at least four, even if it finishes early).
+        for spell, pause in zip(SPELLS, itertools.chain(PAUSES, [0.0]), strict=True):
+            if len(spells) >= 4 and not draining.is_set():
+                return
+            busy.eval(BUSY_LOOP, 0, int(spell * 1_000_000))
+            spells.append(spell)
+            time.sleep(pause)
+
+    try:
+        worker.start()
+        draining.set()
+        spoiler = threading.Thread(target=make_redis_busy, daemon=True)
+        spoiler.start()
+        wait_until(lambda: ledger.hlen(f"ledger:{run}") >= JOBS, 90, f"{JOBS} jobs to run")
+        draining.clear()
+        spoiler.join(timeout=30)
+        # Past the lease and a sweep: a message whose ack was lost is back and has run again
+        # by then (nothing to poll for: the run that must not happen).
+        time.sleep(1.5 * LEASE + 1)
+        counts = {k: int(v) for k, v in ledger.hgetall(f"ledger:{run}").items()}
+        still_held = busy.zcard(keys.HELD_INDEX)
+    finally:
+        worker.stop()
+        ledger.delete(f"ledger:{run}")
+        ledger.close()
+        busy.close()
+    refused = worker.lines(r"fetch refused by Redis \(BUSY")
+    print(f"{len(spells)} busy spells, {len(refused)} fetches refused")
+    assert len(spells) >= 4 and refused
+    assert len(counts) == JOBS
+    twice = {job: n for job, n in counts.items() if n != 1}
+    assert not twice, f"{len(twice)} jobs ran more than once: {twice}"
+    assert still_held == 0  # every ack released in the end
