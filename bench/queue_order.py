@@ -24,6 +24,7 @@ BIN = Path(sys.executable).parent
 os.environ.update(REDIS_URL="redis://127.0.0.1:1/0", APP_ENV="test", LOG_LEVEL="warning")
 
 from bench import tasks  # noqa: E402
+from bench.compare import WORKERS  # noqa: E402
 from worker_app.celery import app, reconfigure  # noqa: E402
 from worker_app.cli.devredis import RedisServer  # noqa: E402
 from worker_app.config import get_settings  # noqa: E402
@@ -36,18 +37,7 @@ MODES: dict[str, dict[str, str]] = {
 
 
 def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    argv = [
-        str(BIN / "celery"),
-        "-A",
-        "worker_app",
-        "worker",
-        "--include",
-        "bench.tasks",
-        "--concurrency",
-        "2",
-        "--loglevel",
-        "WARNING",
-    ]
+    argv = WORKERS["worker_app"]
     with open(log, "wb") as out:
         proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     return proc

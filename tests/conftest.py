@@ -13,11 +13,13 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests.helpers.data import BROKER_KEYS
 from tests.helpers.env import child_env, isolate
 
 isolate()
 
 from tests.helpers.processes import API_TOKEN, ApiServer, Worker, own_server  # noqa: E402
+from worker_app import keys  # noqa: E402
 from worker_app.celery import app, reconfigure  # noqa: E402
 from worker_app.cli.devredis import RedisServer  # noqa: E402
 from worker_app.config import get_settings  # noqa: E402
@@ -49,6 +51,13 @@ def broker(tmp_path: Path) -> Iterator[RedisServer]:
 
 
 @pytest.fixture
+def empty_redis(redis_client: redis.Redis) -> redis.Redis:
+    """The session's Redis, flushed: whatever the test finds there, it wrote."""
+    redis_client.flushdb()
+    return redis_client
+
+
+@pytest.fixture
 def raw_redis(redis_server: RedisServer) -> Iterator[redis.Redis]:
     """A client of the private server that returns bytes, on a flushed database: scripts hand
     back items byte for byte."""
@@ -74,3 +83,14 @@ def api(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> 
     ).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def empty_product_data(redis_server: RedisServer) -> None:
+    """No job data, dead letters or messages left by an earlier module on the session's Redis
+    (for the modules that count them)."""
+    client = redis.Redis.from_url(redis_server.url)
+    for key in client.scan_iter(f"{keys.PREFIX}:*"):
+        client.delete(key)
+    client.delete(*BROKER_KEYS)
+    client.close()

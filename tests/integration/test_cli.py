@@ -7,7 +7,6 @@ import os
 import re
 import signal
 import socket
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,7 +17,8 @@ import pytest
 import redis
 from celery.result import AsyncResult
 
-from tests.helpers.env import BIN, ROOT, child_env, wait_until
+from tests.helpers.commands import run, start_dev
+from tests.helpers.env import BIN, child_env, wait_until
 from tests.helpers.processes import Worker
 from worker_app import app
 from worker_app.cli.devredis import RedisServer, free_port
@@ -29,19 +29,6 @@ QUEUES = ("critical", "default", "low")
 BAD_QUEUES_LINE = (
     "configuration error: ASYNQ_QUEUES='critical:x': expected name:weight[,name:weight...]"
 )
-
-
-def run(
-    *argv: str, env: dict[str, str] | None = None, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        list(argv),
-        cwd=ROOT,
-        env=env or child_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def depths(client: redis.Redis) -> dict[str, int]:
@@ -184,15 +171,7 @@ def test_dev_runs_the_demo_and_stops_cleanly_on_ctrl_c(
     log_path = tmp_path / "dev.log"
     api_port = free_port()
     env = child_env(REDIS_URL=redis_server.url, APP_ENV="development", LOG_LEVEL="info")
-    with open(log_path, "wb") as log:
-        dev = subprocess.Popen(
-            [str(BIN / "worker-app"), "dev", "--demo", "--api-port", str(api_port)],
-            cwd=tmp_path,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    dev = start_dev(tmp_path, env, "--demo", "--api-port", str(api_port))
     try:
 
         def text() -> str:

@@ -6,7 +6,6 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 import redis
@@ -20,15 +19,7 @@ from tests.helpers.processes import Worker
 from worker_app import app, keys
 from worker_app.dlq import entries, manage
 
-BROKER_KEYS = ("critical", "default", "low", "unacked", "unacked_index")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def empty_dlq(redis_server: Any) -> None:
-    client = redis.Redis.from_url(redis_server.url)
-    for key in client.scan_iter(f"{keys.PREFIX}:*"):
-        client.delete(key)
-    client.delete(*BROKER_KEYS)
+pytestmark = pytest.mark.usefixtures("empty_product_data")
 
 
 def test_retries_exhausted_keeps_the_whole_job(worker: Worker, redis_client: redis.Redis) -> None:

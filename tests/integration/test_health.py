@@ -7,34 +7,22 @@ import subprocess
 import time
 from pathlib import Path
 
+from tests.helpers.commands import HEALTH_INTERVAL, health
 from tests.helpers.env import BIN, ROOT, child_env, wait_until
 from tests.helpers.processes import Worker
-
-INTERVAL = 1.0
-
-
-def health(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(BIN / "worker-app"), "health", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env=child_env(ASYNQ_HEALTH_CHECK_INTERVAL=f"{INTERVAL}s"),
-        timeout=30,
-    )
 
 
 def test_health_follows_the_heartbeat_and_fails_within_three_intervals_of_a_kill(
     tmp_path: Path,
 ) -> None:
     worker = Worker(
-        tmp_path / "worker.log", child_env(ASYNQ_HEALTH_CHECK_INTERVAL=f"{INTERVAL}s")
+        tmp_path / "worker.log", child_env(ASYNQ_HEALTH_CHECK_INTERVAL=f"{HEALTH_INTERVAL}s")
     ).start()
     try:
         ok = health("--node", worker.node)
         assert ok.returncode == 0, ok.stderr
         assert ok.stdout.startswith(f"ok: {worker.node} beat ")
-        time.sleep(2.5 * INTERVAL)  # it keeps beating
+        time.sleep(2.5 * HEALTH_INTERVAL)  # it keeps beating
         assert health("--node", worker.node).returncode == 0
         assert health("--any").returncode == 0
 
@@ -52,7 +40,7 @@ def test_health_follows_the_heartbeat_and_fails_within_three_intervals_of_a_kill
             return bool(failing)
 
         wait_until(fails, 10, "health to fail")
-        assert failing[0] - killed <= 3 * INTERVAL
+        assert failing[0] - killed <= 3 * HEALTH_INTERVAL
         failed = health("--node", worker.node)
         assert len(failed.stderr.strip().splitlines()) == 1
         assert "unhealthy:" in failed.stderr

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import statistics
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,7 +21,8 @@ import pytest
 import redis
 
 from tests.helpers import e2e_tasks
-from tests.helpers.env import BIN, child_env, wait_until
+from tests.helpers.commands import start_dev
+from tests.helpers.env import child_env, wait_until
 from tests.helpers.outbox import RelayProcess, TcpProxy, private_database
 from tests.helpers.processes import Worker
 from worker_app.jobs.records import store
@@ -322,15 +322,7 @@ def test_dev_creates_the_table_and_relays_it(
 
     env = child_env(OUTBOX_DATABASE_URL=db_url, OUTBOX_TABLE="dev.outbox", APP_ENV="development")
     log_path = tmp_path / "dev.log"
-    with open(log_path, "wb") as log:
-        dev = subprocess.Popen(
-            [str(BIN / "worker-app"), "dev", "--api-port", str(free_port())],
-            cwd=tmp_path,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    dev = start_dev(tmp_path, env, "--api-port", str(free_port()))
     try:
         wait_until(lambda: " ready." in log_path.read_text(), 60, "the dev worker")
         assert 'outbox relay publishing committed rows of "dev"."outbox"' in log_path.read_text()

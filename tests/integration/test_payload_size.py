@@ -4,26 +4,15 @@ with one clear error, and nothing reaches Redis."""
 from __future__ import annotations
 
 import httpx
-import pytest
 import redis
 
+from tests.helpers.data import written
 from tests.helpers.processes import API_TOKEN, ApiServer
 
 BIG = "x" * (2 * 1024 * 1024)
 
 
-@pytest.fixture
-def empty(redis_client: redis.Redis) -> redis.Redis:
-    redis_client.flushdb()
-    return redis_client
-
-
-def written(client: redis.Redis) -> list[str]:
-    """Keys holding jobs, records or messages (kombu's queue bindings are no job data)."""
-    return [str(key) for key in client.keys("*") if not str(key).startswith("_kombu.")]
-
-
-def test_the_api_answers_413_with_json(api: ApiServer, empty: redis.Redis) -> None:
+def test_the_api_answers_413_with_json(api: ApiServer, empty_redis: redis.Redis) -> None:
     answer = httpx.post(
         f"{api.url}/api/jobs",
         json={"type": "e2e.record", "payload": {"key": BIG, "value": 1}},
@@ -32,4 +21,4 @@ def test_the_api_answers_413_with_json(api: ApiServer, empty: redis.Redis) -> No
     )
     assert answer.status_code == 413
     assert "ASYNQ_MAX_PAYLOAD" in answer.json()["error"]
-    assert written(empty) == []
+    assert written(empty_redis) == []

@@ -18,14 +18,12 @@ import pytest
 import redis
 
 from tests.helpers import e2e_tasks
+from tests.helpers.data import BROKER_KEYS
 from tests.helpers.env import BIN, ROOT, child_env, wait_until
 from tests.helpers.processes import Worker
 from worker_app import app
 
 QUEUES = ("critical", "default", "low")
-
-
-BROKER_KEYS = (*QUEUES, "unacked", "unacked_index")
 
 
 @pytest.fixture

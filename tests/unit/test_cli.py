@@ -2,26 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 import redis
-
-from tests.helpers.env import ROOT, child_env
-
-
-def run(
-    *argv: str, env: dict[str, str] | None = None, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        list(argv),
-        cwd=ROOT,
-        env=env or child_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def test_dev_starts_a_private_redis_when_none_is_configured_or_reachable(

@@ -17,15 +17,7 @@ from worker_app.dlq import entries, manage
 from worker_app.dlq.entries import Entry, Store
 from worker_app.errors import BrokerUnavailable
 
-BROKER_KEYS = ("critical", "default", "low", "unacked", "unacked_index")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def empty_dlq(redis_server: Any) -> None:
-    client = redis.Redis.from_url(redis_server.url)
-    for key in client.scan_iter(f"{keys.PREFIX}:*"):
-        client.delete(key)
-    client.delete(*BROKER_KEYS)
+pytestmark = pytest.mark.usefixtures("empty_product_data")
 
 
 def test_requeue_while_redis_refuses_the_publish_keeps_the_entry(redis_client: redis.Redis) -> None:

@@ -2,27 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
 import time
 
 import redis
 
-from tests.helpers.env import BIN, ROOT, child_env
 from worker_app import keys
 from worker_app.worker.health import check
-
-INTERVAL = 1.0
-
-
-def health(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(BIN / "worker-app"), "health", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env=child_env(ASYNQ_HEALTH_CHECK_INTERVAL=f"{INTERVAL}s"),
-        timeout=30,
-    )
 
 
 def test_a_heartbeat_in_the_earlier_plain_time_format_still_counts(

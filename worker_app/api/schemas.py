@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from worker_app.broker.queues import QueueStats
 from worker_app.dlq.entries import Reason
+from worker_app.jobs.records import Job
 
 
 class ErrorOut(BaseModel):
@@ -42,26 +45,8 @@ class JobIn(BaseModel):
     )
 
 
-class JobOut(BaseModel):
-    id: str
-    type: str
-    queue: str
-    status: str
-    created_at: float
-    updated_at: float
-    attempts: int
-    run_at: float | None = None
-    started_at: float | None = None
-    finished_at: float | None = None
-    last_error: str | None = None
-    result: Any = None
-    payload: Any = None
-    worker: str | None = None
-    cancel_requested: bool = False
-
-
 class JobPageOut(BaseModel):
-    jobs: list[JobOut]
+    jobs: list[Job]
     next_cursor: str | None
 
 
@@ -121,14 +106,11 @@ class BulkOut(BaseModel):
     )
 
 
-class QueueOut(BaseModel):
-    name: str
-    weight: int
-    share: float
-    ready: int
-    scheduled: int
-    unacked: int
-    dead_letters: int
+@dataclass(frozen=True)
+class QueueOut(QueueStats):
+    """A queue as :func:`~worker_app.broker.queues.queue_stats` sees it, with its dead letters."""
+
+    dead_letters: int = 0
 
 
 class QueuesOut(BaseModel):

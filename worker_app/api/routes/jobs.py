@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from worker_app.api.errors import ApiError
-from worker_app.api.schemas import JobIn, JobOut, JobPageOut, errors
+from worker_app.api.schemas import JobIn, JobPageOut, errors
 from worker_app.celery import app as celery_app
 from worker_app.celery import get_task
 from worker_app.dlq import manage
@@ -29,12 +29,8 @@ def _job(job_id: str) -> records.Job:
     return job
 
 
-def _out(job: records.Job) -> JobOut:
-    return JobOut(**job.as_dict())
-
-
-@router.post("/jobs", status_code=202, response_model=JobOut, responses=errors(409, 422))
-def create_job(body: JobIn) -> JobOut:
+@router.post("/jobs", status_code=202, response_model=records.Job, responses=errors(409, 422))
+def create_job(body: JobIn) -> records.Job:
     """Validate the payload against the task's model and enqueue the job. With ``unique_for``,
     an equal job already enqueued within that window answers 409 with its ``job_id``."""
     done = submit(
@@ -42,7 +38,7 @@ def create_job(body: JobIn) -> JobOut:
     )
     if not done.created:
         raise ApiError(409, "an equal job is already enqueued", job_id=done.job_id)
-    return _out(_job(done.job_id))
+    return _job(done.job_id)
 
 
 @router.get("/jobs", response_model=JobPageOut)
@@ -55,17 +51,17 @@ def list_jobs(
 ) -> JobPageOut:
     """Jobs newest first, filtered by status, type and queue; follow ``next_cursor``."""
     page = records.store().page(status=status, type=type, queue=queue, cursor=cursor, limit=limit)
-    return JobPageOut(jobs=[_out(j) for j in page.jobs], next_cursor=page.next_cursor)
+    return JobPageOut(jobs=page.jobs, next_cursor=page.next_cursor)
 
 
-@router.get("/jobs/{job_id}", response_model=JobOut, responses=RESPONSES)
-def get_job(job_id: str) -> JobOut:
+@router.get("/jobs/{job_id}", response_model=records.Job, responses=RESPONSES)
+def get_job(job_id: str) -> records.Job:
     """One job; 404 when it was never enqueued (or its record expired)."""
-    return _out(_job(job_id))
+    return _job(job_id)
 
 
-@router.delete("/jobs/{job_id}", status_code=202, response_model=JobOut, responses=RESPONSES)
-def cancel_job(job_id: str) -> JobOut:
+@router.delete("/jobs/{job_id}", status_code=202, response_model=records.Job, responses=RESPONSES)
+def cancel_job(job_id: str) -> records.Job:
     """Cancel: a waiting job never runs; an active one is asked to stop, then terminated."""
     before = _job(job_id).status
     if before in records.FINAL:
@@ -76,7 +72,7 @@ def cancel_job(job_id: str) -> JobOut:
         timer = threading.Timer(CANCEL_GRACE, _terminate_if_active, args=(job_id,))
         timer.daemon = True
         timer.start()
-    return _out(_job(job_id))
+    return _job(job_id)
 
 
 def _terminate_if_active(job_id: str) -> None:
@@ -85,8 +81,10 @@ def _terminate_if_active(job_id: str) -> None:
         celery_app.control.revoke(job_id, terminate=True, signal="SIGTERM")
 
 
-@router.post("/jobs/{job_id}/retry", status_code=202, response_model=JobOut, responses=RESPONSES)
-def retry_job(job_id: str) -> JobOut:
+@router.post(
+    "/jobs/{job_id}/retry", status_code=202, response_model=records.Job, responses=RESPONSES
+)
+def retry_job(job_id: str) -> records.Job:
     """Run a failed (dead-lettered) or cancelled job again, under the same id."""
     job = _job(job_id)
     if job.status not in ("failed", "cancelled"):
@@ -105,4 +103,4 @@ def retry_job(job_id: str) -> JobOut:
             task_id=job_id,
             queue=job.queue,
         )
-    return _out(_job(job_id))
+    return _job(job_id)
