@@ -1,0 +1,1 @@
+"""The suite: :mod:`tests.unit`, :mod:`tests.integration` and :mod:`tests.helpers`."""

@@ -8,8 +8,10 @@ The protocol (keys, states, transitions and the script that performs each) is wr
 - :mod:`.publish`: the one publisher every way of sending a job goes through;
 - :mod:`.fetch`: the worker's fetch loop, a small state machine;
 - :mod:`.qos` and :mod:`.transport`: the thin binding to kombu's Redis transport;
-- :mod:`.sweep`: restoring a lost worker's messages and finishing records left without one.
+- :mod:`.sweep`: restoring a lost worker's messages and finishing records left without one;
+- :mod:`.delays`: parking messages whose ETA is far ahead, and releasing them when due;
+- :mod:`.queues`: the configured queues: their weighted order, routing and figures.
 
-It may import ``worker_app.config`` and ``worker_app.keys`` and nothing else of the package
-above it.
+It may import the root modules (config, errors, keys, redis_client) and nothing else of the
+package.
 """

@@ -249,6 +249,8 @@ class FetchingChannel:
     def _can_wait(self: Any) -> bool:
         """Whether a fetch for one slot can wait for a second one (one call for two jobs): a
         job already waits in the worker for the slot, and no ack has waited ``ACK_HOLD``."""
+        # Imported on a worker's first fetch: producers load this transport too, and
+        # celery.worker brings the whole worker with it.
         from celery.worker import state
 
         if len(state.reserved_requests) <= len(state.active_requests):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+from importlib import import_module
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,28 @@ from worker_app.config import ConfigError, get_settings
 from worker_app.errors import WorkerAppError
 
 
-@click.group()
+class LazyGroup(click.Group):
+    """The top-level group: the ``dlq`` and ``outbox`` groups load when they are named, so
+    ``worker-app health`` (a probe runs it every few seconds) never builds the Celery app."""
+
+    LAZY = {"dlq": "worker_app.cli.dlq:dlq_group", "outbox": "worker_app.cli.outbox:outbox_group"}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.LAZY})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.LAZY and cmd_name not in self.commands:
+            module, _, name = self.LAZY[cmd_name].partition(":")
+            self.add_command(getattr(import_module(module), name), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=LazyGroup)
 def cli() -> None:
     """Operate worker_app: configuration, enqueueing, the development worker."""
+
+
+cli.add_command(dev_command)
 
 
 @cli.command("config")
@@ -48,7 +68,8 @@ GRACE_MARGIN = 5.0
 def grace_warnings(compose_file: Path) -> list[str]:
     """A line for each service of ``compose_file`` running a worker whose ``stop_grace_period``
     is shorter than ``ASYNQ_SHUTDOWN_TIMEOUT`` + 5 s (compose's default is 10 s)."""
-    import yaml  # only here: the other commands start without it
+    # Imported when the command runs: a probe starts `worker-app health` every few seconds.
+    import yaml
 
     try:
         services = (yaml.safe_load(compose_file.read_text()) or {}).get("services") or {}
@@ -97,9 +118,9 @@ def enqueue_command(
     task: str, payload: str, queue: str | None, countdown: float | None, unique_for: float | None
 ) -> None:
     """Validate and enqueue TASK; print the job id."""
+    # Imported when the command runs: a probe starts `worker-app health` every few seconds.
     from kombu.exceptions import OperationalError
 
-    # Imported when it runs, not when the CLI starts (a probe runs it every few seconds).
     from worker_app.producer.client import enqueue
 
     try:
@@ -125,7 +146,7 @@ def enqueue_command(
 def health_command(node: str | None, any_worker: bool, scheduler: bool) -> None:
     """Exit 0 while the worker's heartbeat is fresh and its leases renewed within one visibility
     timeout, 1 with the reason otherwise."""
-    # Imported when it runs, not when the CLI starts (a probe runs it every few seconds).
+    # Imported when the command runs: a probe starts `worker-app health` every few seconds.
     from worker_app.worker.health import check, check_scheduler, default_node
 
     if scheduler:
@@ -140,9 +161,9 @@ def health_command(node: str | None, any_worker: bool, scheduler: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def queues_command(as_json: bool) -> None:
     """Each queue's weight, expected share, ready depth, scheduled and unacked counts."""
+    # Imported when the command runs: a probe starts `worker-app health` every few seconds.
     import redis
 
-    # Imported when it runs, not when the CLI starts (a probe runs it every few seconds).
     from worker_app.broker.queues import queue_stats
     from worker_app.redis_client import get_redis
 
@@ -177,11 +198,10 @@ def queues_command(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def purge_command(queues: tuple[str, ...], yes: bool, as_json: bool) -> None:
     """Remove the waiting and parked jobs of queues; their jobs end cancelled ("purged")."""
+    # Imported when the command runs: a probe starts `worker-app health` every few seconds.
     import redis
 
     from worker_app.broker.queues import check_queue
-
-    # Imported when it runs, not when the CLI starts (a probe runs it every few seconds).
     from worker_app.broker.transport import purge
     from worker_app.errors import UnknownQueue
     from worker_app.redis_client import get_redis
@@ -213,9 +233,9 @@ def purge_command(queues: tuple[str, ...], yes: bool, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def schedules_command(as_json: bool) -> None:
     """The periodic jobs declared in code, with their last and next run."""
+    # Imported when the command runs: a probe starts `worker-app health` every few seconds.
     import redis
 
-    # Imported when it runs, not when the CLI starts (a probe runs it every few seconds).
     from worker_app.celery import app
     from worker_app.flow.schedules import states
 
@@ -240,19 +260,6 @@ def schedules_command(as_json: bool) -> None:
             f"{row.name:<32} {row.timing:<20} {row.task:<24} {data['last_run_at'] or '-':<20.19} "
             f"{row.last_status or '-':<10} {data['next_run_at'] or '-':<20.19} {row.skipped:>7}"
         )
-
-
-def _add_subcommands() -> None:
-    # Imported when it runs, not when the CLI starts (a probe runs it every few seconds).
-    from worker_app.cli.dlq import dlq_group
-    from worker_app.cli.outbox import outbox_group
-
-    cli.add_command(dev_command)
-    cli.add_command(dlq_group)
-    cli.add_command(outbox_group)
-
-
-_add_subcommands()
 
 
 def main(argv: list[str] | None = None) -> Any:

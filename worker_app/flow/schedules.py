@@ -223,6 +223,7 @@ class ScheduleState:
 
 def states() -> list[ScheduleState]:
     """Every declared schedule with its latest run, its next one and its skipped slots."""
+    # Only this listing reads redbeat's entries: producers and workers never load redbeat.
     from redbeat.decoder import RedBeatJSONDecoder
 
     names = list(SCHEDULES)

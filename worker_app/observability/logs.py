@@ -12,6 +12,7 @@ from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from typing import Any
 
+from celery.app.trace import LOG_FAILURE, LOG_RETRY
 from pythonjsonlogger.core import RESERVED_ATTRS
 
 from worker_app.config import Settings
@@ -82,9 +83,7 @@ class CeleryDuplicates(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.name != "celery.app.trace":
             return True
-        from celery.app import trace
-
-        return record.msg not in (trace.LOG_RETRY, trace.LOG_FAILURE)
+        return record.msg not in (LOG_RETRY, LOG_FAILURE)
 
 
 def logging_config(settings: Settings) -> dict[str, Any]:

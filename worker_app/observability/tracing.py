@@ -36,6 +36,7 @@ def setup(settings: Settings | None = None) -> bool:
     settings = settings or get_settings()
     if _installed or not enabled(settings):
         return _installed
+    # Only when tracing is on: OpenTelemetry's SDK costs start-up time and memory otherwise.
     from opentelemetry import trace
     from opentelemetry.instrumentation.celery import CeleryInstrumentor
     from opentelemetry.sdk.resources import Resource
@@ -87,7 +88,7 @@ def current_trace_id() -> str:
     """The trace id of the span active in this context ('' when tracing is off)."""
     if not _installed:
         return ""
-    from opentelemetry import trace
+    from opentelemetry import trace  # loaded by setup() already: tracing is on
 
     context = trace.get_current_span().get_span_context()
     return f"{context.trace_id:032x}" if context.is_valid else ""

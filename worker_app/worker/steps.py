@@ -11,6 +11,7 @@ from typing import Any
 
 import redis
 from celery import bootsteps
+from celery.worker import state
 
 from worker_app import keys
 from worker_app.broker.delays import release_due
@@ -95,8 +96,6 @@ class StatsLine(bootsteps.StartStopStep):
             self.tref = None
 
     def log(self) -> None:
-        from celery.worker import state
-
         counts = COUNTERS.snapshot(state.all_total_count[0], len(state.active_requests))
         try:
             depths = ",".join(f"{q.name}:{q.ready}" for q in queue_stats(get_redis()))

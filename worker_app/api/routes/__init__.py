@@ -1,0 +1,1 @@
+"""The routes of ``/api``: jobs, dead letters and queues, one module each."""
