@@ -3,7 +3,9 @@ private Redis when none is reachable. Everything heavy is imported when the comm
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 from datetime import date
 from typing import Any
 
@@ -62,11 +64,9 @@ def dev_command(demo: bool, api_port: int) -> None:
 
 def _start_api(port: int) -> Any:
     """Serve the job API from a thread of this process; the worker keeps the main thread."""
-    import threading
-
+    # Imported when it runs, not when the CLI starts (a probe runs it every few seconds).
     import uvicorn
 
-    # Imported when it runs, not when the CLI starts (a probe runs it every few seconds).
     from worker_app.api import create_app
 
     server = uvicorn.Server(
@@ -83,9 +83,6 @@ def _start_api(port: int) -> Any:
 
 def _start_relay() -> Any:
     """Create the outbox table if missing and relay it from a thread; returns its stop flag."""
-    import logging
-    import threading
-
     # Imported when it runs, not when the CLI starts (a probe runs it every few seconds).
     from worker_app.outbox.relay import Relay
     from worker_app.outbox.sql import OutboxTable, connect, database_url, load_psycopg, migrate

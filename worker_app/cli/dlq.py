@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -185,7 +186,6 @@ def purge_command(
     yes: bool,
 ) -> None:
     """Remove every entry matching the filters (all of them without filters)."""
-    import time
 
     flt = _filter(task, reason, queue, fingerprint)
     if older_than is not None:

@@ -84,7 +84,7 @@ def enqueue_tx(
 
 def _trace_context() -> dict[str, str]:
     """The caller's trace context (``traceparent``), so the job joins the handler's trace."""
-    from opentelemetry import propagate
+    from opentelemetry import propagate  # only in a process that traces, and only here
 
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
@@ -94,7 +94,7 @@ def _trace_context() -> dict[str, str]:
 def _execute(conn: Any, statement: str, params: dict[str, Any]) -> None:
     """Run ``statement`` on whichever kind of connection the caller holds."""
     if type(conn).__module__.startswith("sqlalchemy"):
-        from sqlalchemy import text
+        from sqlalchemy import text  # SQLAlchemy is the caller's, not a dependency
 
         conn.execute(text(_PYFORMAT.sub(r":\1", statement)), params)
     elif callable(getattr(conn, "cursor", None)):

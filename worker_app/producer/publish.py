@@ -328,7 +328,7 @@ def enqueue_many(
         return []
     trace: dict[str, Any] = {}
     if tracing.enabled():
-        from opentelemetry.propagate import inject
+        from opentelemetry.propagate import inject  # only when tracing is on
 
         inject(trace)
     calls: list[tuple[list[str], list[Any]]] = []
