@@ -103,6 +103,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_transport_options": transport,
         "broker_use_ssl": use_ssl,
         "broker_connection_retry_on_startup": True,
+        # An error reply while the consumer (re)connects (BUSY from a long script, LOADING after
+        # a restart, READONLY from a demoted master) is a reason to reconnect, not to stop the
+        # worker: kombu counts those replies as channel errors, which Celery otherwise lets kill it.
+        "broker_channel_error_retry": True,
         "broker_connection_timeout": SOCKET_CONNECT_TIMEOUT,
         # JSON only, both ways: pickle is refused on receipt and never produced.
         "task_serializer": "json",
