@@ -105,14 +105,13 @@ SECRET_VARIABLES = {"API_TOKEN", "FLOWER_BASIC_AUTH"}
 
 
 class Settings(BaseSettings):
-    """Every variable of DESIGN.md's configuration table."""
+    """Every variable of the README's configuration table."""
 
     model_config = SettingsConfigDict(
         env_file=".env",
         extra="ignore",
         env_ignore_empty=True,
         validate_default=True,
-        populate_by_name=True,
     )
 
     redis_url: str = "redis://localhost:6379/0"
