@@ -19,7 +19,7 @@ from tests.helpers.processes import Worker
 from worker_app import app, keys
 from worker_app.dlq import manage
 
-pytestmark = pytest.mark.fault
+pytestmark = [pytest.mark.fault, pytest.mark.usefixtures("empty_product_data")]
 
 
 def test_a_poison_pill_runs_three_times_then_is_dead_lettered(
