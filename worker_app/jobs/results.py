@@ -1,8 +1,9 @@
 """Celery's result backend, answered from job records: nothing is written for it per task.
 
-Every job already has a record that ends with its status and result (:mod:`worker_app.jobs.records`), so Celery's
-Redis result backend would write the same outcome a second time (a MULTI with SETEX and PUBLISH
-per task) and subscribe on every publish. This backend stores nothing and reads the record:
+Every job already has a record that ends with its status and result
+(:mod:`worker_app.jobs.records`), so Celery's Redis result backend would write the same outcome a
+second time (a MULTI with SETEX and PUBLISH per task) and subscribe on every publish. This
+backend stores nothing and reads the record:
 ``AsyncResult(id).state``, ``.get()`` and ``.ready()`` work as users expect (``get`` polls,
 every ``interval`` seconds, 0.5 by default), results live as long as records do
 (``ASYNQ_RETENTION``), and a requeued or retried job shows its new state, never a stale one.
