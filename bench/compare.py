@@ -4,10 +4,12 @@
 
 One private ``redis-server`` is the broker of all three (flushed between systems) and a second
 one counts executions, so the broker's ``INFO commandstats`` holds only what each system spends.
-For each system and repetition: enqueue rate with the plain call and with the batch call
-(each in a fresh producer process, so no system's signal receivers see another's publishes),
-drain rate of a 2-process worker over a pre-loaded queue, Redis commands per job (producer and
-worker side), peak RSS of the worker's process tree, enqueue-to-start latency (p50 / p99) of
+For each system and repetition: enqueue rate with ``.delay()`` (Dramatiq: ``.send()``), with
+worker_app's ``enqueue()`` and with the batch call (each in a fresh producer process, so no
+system's signal receivers see another's publishes), drain rate of a 2-process worker over a
+pre-loaded queue; per job, Redis server CPU (``INFO cpu``), client round trips (``INFO stats``
+read events) and commands (``INFO commandstats``), each for ``.delay()`` plus the worker's
+share; peak PSS of the worker's process tree, enqueue-to-start latency (p50 / p99) of
 jobs sent one at a time to an idle worker, and the idle worker's CPU. Systems are interleaved
 within each repetition, so drift on a shared machine hits all of them.
 
@@ -57,8 +59,11 @@ WORKERS = {
 # Producer side: runs in a child process of its own (``--produce``) ---------------------------
 
 
-def _producer(system: str) -> tuple[Any, Any]:
-    """The plain call and the batch call of ``system``: each takes how many jobs to send."""
+def _producer(system: str) -> tuple[Any, Any, Any]:
+    """The ``.delay()`` call, the plain call and the batch call of ``system``.
+
+    worker_app's plain call is ``enqueue()``; the other systems have one plain call (Celery's
+    ``.delay()``, Dramatiq's ``.send()``), used for both."""
     if system == "worker_app":
         from bench.tasks import work
         from worker_app.producer.client import enqueue, enqueue_many
@@ -69,7 +74,7 @@ def _producer(system: str) -> tuple[Any, Any]:
         def batch(n: int) -> None:
             enqueue_many(work, [{"sent_at": 0.0}] * n)
 
-        return plain, batch
+        return (lambda sent_at=0.0: work.delay(sent_at=sent_at)), plain, batch
     if system == "celery":
         from bench.vanilla import app
         from bench.vanilla import work as vanilla_work
@@ -79,7 +84,10 @@ def _producer(system: str) -> tuple[Any, Any]:
                 for _ in range(n):
                     vanilla_work.apply_async(kwargs={"sent_at": 0.0}, producer=producer)
 
-        return (lambda sent_at=0.0: vanilla_work.delay(sent_at=sent_at)), batch_celery
+        def delay(sent_at: float = 0.0) -> None:
+            vanilla_work.delay(sent_at=sent_at)
+
+        return delay, delay, batch_celery
     import dramatiq
 
     from bench.dramatiq_app import work as dramatiq_work
@@ -87,46 +95,68 @@ def _producer(system: str) -> tuple[Any, Any]:
     def batch_dramatiq(n: int) -> None:
         dramatiq.group(dramatiq_work.message(0.0) for _ in range(n)).run()  # type: ignore[no-untyped-call]
 
-    return (lambda sent_at=0.0: dramatiq_work.send(sent_at)), batch_dramatiq
+    def send(sent_at: float = 0.0) -> None:
+        dramatiq_work.send(sent_at)
+
+    return send, send, batch_dramatiq
 
 
 def produce(system: str, mode: str, jobs: int) -> None:
-    """Child process: send ``jobs`` jobs by ``mode`` and print the rate and commands as JSON."""
+    """Child process: send ``jobs`` jobs by ``mode``; print the rate, the commands, the round
+    trips and the Redis CPU per job as JSON."""
     import redis
 
     broker = redis.Redis.from_url(os.environ["BENCH_BROKER_URL"])
-    plain, batch = _producer(system)
-    plain()  # connections, scripts and imports warmed up before the clock starts
-    before = command_mix(broker)
+    delay, plain, batch = _producer(system)
+    delay()  # connections, scripts and imports warmed up before the clock starts
+    plain()
+    before = Server.snapshot(broker)
     started = time.perf_counter()
-    if mode == "plain":
+    if mode == "delay":
+        for _ in range(jobs):
+            delay()
+    elif mode == "plain":
         for _ in range(jobs):
             plain()
     elif mode == "batch":
         batch(jobs)
-    else:  # latency: one job at a time, each carrying the time it was sent
+    else:  # latency: one job at a time by .delay(), each carrying the time it was sent
         for _ in range(jobs):
-            plain(time.time())
+            delay(time.time())
             time.sleep(0.01)
     elapsed = time.perf_counter() - started
-    mix = mix_per_job(before, command_mix(broker), jobs)
-    mix.pop("info", None)  # the measurement's own
-    print(json.dumps({"rate": jobs / elapsed, "commands": sum(mix.values()), "mix": mix}))
+    spent = Server.snapshot(broker).since(before, jobs)
+    print(json.dumps({"rate": jobs / elapsed, **spent}))
 
 
 # Measuring side ---------------------------------------------------------------------------
 
 
-def command_mix(client: Any) -> dict[str, int]:
-    """Calls per command Redis has run, from ``INFO commandstats`` (scripts' inner calls
-    included: an EVALSHA counts once, and so does each command the script runs)."""
-    stats = client.info("commandstats")
-    return {k[8:]: int(v["calls"]) for k, v in stats.items() if k.startswith("cmdstat_")}
+class Server:
+    """What the broker's Redis has spent so far, from one ``INFO`` call: commands by name
+    (``commandstats``, scripts' inner calls included), client round trips (``stats``
+    ``total_reads_processed``: one read event per request or pipeline a client sends) and
+    CPU (``cpu`` user + system seconds)."""
 
+    def __init__(self, info: dict[str, Any]) -> None:
+        self.mix = {k[8:]: int(v["calls"]) for k, v in info.items() if k.startswith("cmdstat_")}
+        self.reads = int(info["total_reads_processed"])
+        self.cpu = float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
-def total_commands(client: Any) -> int:
-    """Commands Redis has run (scripts' inner calls included)."""
-    return sum(command_mix(client).values())
+    @classmethod
+    def snapshot(cls, client: Any) -> Server:
+        return cls(client.info("stats", "commandstats", "cpu"))
+
+    def since(self, before: Server, jobs: int) -> dict[str, Any]:
+        """Per job between ``before`` and this snapshot, the snapshots' own INFO left out."""
+        mix = mix_per_job(before.mix, self.mix, jobs)
+        mix.pop("info", None)
+        return {
+            "commands": sum(mix.values()),
+            "mix": mix,
+            "round_trips": (self.reads - before.reads - 1) / jobs,
+            "redis_cpu_us": 1e6 * (self.cpu - before.cpu) / jobs,
+        }
 
 
 def mix_per_job(before: dict[str, int], after: dict[str, int], jobs: int) -> dict[str, float]:
@@ -150,12 +180,13 @@ def process_tree(pid: int) -> list[int]:
     return found
 
 
-def tree_rss_mb(pid: int) -> float:
+def tree_pss_mb(pid: int) -> float:
+    """Proportional set size of the process tree: shared pages counted once in all."""
     total = 0
     for each in process_tree(pid):
         try:
-            for line in Path(f"/proc/{each}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
+            for line in Path(f"/proc/{each}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
                     total += int(line.split()[1])
         except OSError:
             continue
@@ -207,7 +238,9 @@ class Run:
     def measure(self, jobs: int, latency_jobs: int, idle_seconds: float) -> dict[str, Any]:
         self.broker.flushall()
         self.counter.flushall()
-        plain = self.child("plain", jobs)
+        delay = self.child("delay", jobs)
+        self.broker.flushall()
+        plain = self.child("plain", jobs) if self.system == "worker_app" else delay
         self.broker.flushall()
         batch = self.child("batch", jobs)
         log = open(self.workdir / f"{self.system}.log", "ab")  # noqa: SIM115 - closed below
@@ -219,29 +252,27 @@ class Run:
 
         def sample() -> None:
             while not sampling.is_set():
-                peak[0] = max(peak[0], tree_rss_mb(worker.pid))
+                peak[0] = max(peak[0], tree_pss_mb(worker.pid))
                 time.sleep(0.1)
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
         try:
             wait(lambda: self.done() >= 1, 120, f"{self.system} to start working")
-            first, commands = self.done(), command_mix(self.broker)
+            first, before = self.done(), Server.snapshot(self.broker)
             started = time.perf_counter()
             wait(lambda: self.done() >= jobs, 900, f"{self.system} to drain {jobs} jobs")
             drain = (jobs - first) / (time.perf_counter() - started)
-            worker_mix = mix_per_job(commands, command_mix(self.broker), jobs - first)
-            worker_mix.pop("info", None)
-            worker_commands = sum(worker_mix.values())
+            drained = Server.snapshot(self.broker).since(before, jobs - first)
             sampling.set()
             time.sleep(1.0)  # let the worker settle into idling
             cpu, wall = tree_cpu_seconds(worker.pid), time.monotonic()
             time.sleep(idle_seconds)
             idle = 100.0 * (tree_cpu_seconds(worker.pid) - cpu) / (time.monotonic() - wall)
             self.counter.delete("latency")
-            before = self.done()
+            ran = self.done()
             self.child("latency", latency_jobs)
-            wait(lambda: self.done() >= before + latency_jobs, 120, "the latency jobs")
+            wait(lambda: self.done() >= ran + latency_jobs, 120, "the latency jobs")
             waits = sorted(1000.0 * float(x) for x in self.counter.lrange("latency", 0, -1))
         finally:
             sampling.set()
@@ -253,30 +284,39 @@ class Run:
                 worker.wait()
             log.close()
         return {
+            "enqueue_delay_per_s": delay["rate"],
             "enqueue_per_s": plain["rate"],
             "enqueue_batch_per_s": batch["rate"],
             "drain_per_s": drain,
             "latency_ms_p50": statistics.median(waits),
             "latency_ms_p99": waits[min(len(waits) - 1, int(len(waits) * 0.99))],
-            "commands_per_job": plain["commands"] + worker_commands,
-            "commands_enqueue": plain["commands"],
-            "commands_worker": worker_commands,
-            "mix_enqueue": plain["mix"],
-            "mix_worker": worker_mix,
-            "peak_rss_mb": peak[0],
+            # Enqueue by .delay() (Dramatiq: .send()) plus the worker's share, per job.
+            "redis_cpu_us_per_job": delay["redis_cpu_us"] + drained["redis_cpu_us"],
+            "round_trips_per_job": delay["round_trips"] + drained["round_trips"],
+            "round_trips_enqueue": delay["round_trips"],
+            "round_trips_worker": drained["round_trips"],
+            "commands_per_job": delay["commands"] + drained["commands"],
+            "commands_enqueue": delay["commands"],
+            "commands_worker": drained["commands"],
+            "mix_enqueue": delay["mix"],
+            "mix_worker": drained["mix"],
+            "peak_pss_mb": peak[0],
             "idle_cpu_percent": idle,
         }
 
 
 FIGURES = (
     # name, unit, True when higher is better
+    ("enqueue_delay_per_s", "jobs/s", True),
     ("enqueue_per_s", "jobs/s", True),
     ("enqueue_batch_per_s", "jobs/s", True),
     ("drain_per_s", "jobs/s", True),
     ("latency_ms_p50", "ms", False),
     ("latency_ms_p99", "ms", False),
+    ("redis_cpu_us_per_job", "us", False),
+    ("round_trips_per_job", "trips", False),
     ("commands_per_job", "cmds", False),
-    ("peak_rss_mb", "MB", False),
+    ("peak_pss_mb", "MiB", False),
     ("idle_cpu_percent", "% core", False),
 )
 
@@ -290,7 +330,8 @@ def summarize(results: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
             "mix_enqueue": runs[-1]["mix_enqueue"],
             "mix_worker": runs[-1]["mix_worker"],
         }
-        for name, _, _ in (*FIGURES, ("commands_enqueue", "", False), ("commands_worker", "", 0)):
+        extra = ("commands_enqueue", "commands_worker", "round_trips_enqueue", "round_trips_worker")
+        for name in (*(figure[0] for figure in FIGURES), *extra):
             values = [run[name] for run in runs]
             summary[system][name] = {
                 "median": statistics.median(values),
@@ -318,6 +359,11 @@ def table(summary: dict[str, Any]) -> str:
         )
     enq, work = cell("worker_app", "commands_enqueue"), cell("worker_app", "commands_worker")
     lines.append(f"worker_app commands per job: {enq:.1f} enqueue + {work:.1f} worker")
+    for system in SYSTEMS:
+        trips = (cell(system, "round_trips_enqueue"), cell(system, "round_trips_worker"))
+        lines.append(
+            f"{system} round trips per job: {trips[0]:.2f} enqueue + {trips[1]:.2f} worker"
+        )
     for side in ("enqueue", "worker"):
         mix = summary["worker_app"][f"mix_{side}"]
         lines.append(f"  {side}: " + ", ".join(f"{k} {v:g}" for k, v in mix.items()))
@@ -333,6 +379,10 @@ def table(summary: dict[str, Any]) -> str:
         "drain vs vanilla Celery, each repetition: "
         + ", ".join(f"{r:.2f}x" for r in ratios)
         + f" (median {statistics.median(ratios):.2f}x)"
+    )
+    lines.append(
+        ".delay() vs vanilla .delay(): "
+        f"{cell('worker_app', 'enqueue_delay_per_s') / cell('celery', 'enqueue_delay_per_s'):.2f}x"
     )
     lines.append(
         "enqueue_many vs vanilla .delay() loop: "

@@ -169,7 +169,9 @@ def _beat_config(
 
 def create_app(settings: Settings) -> Celery:
     """Build the worker_app Celery application from ``settings``."""
-    celery_app = Celery("worker_app", task_cls="worker_app.task:BaseTask")
+    celery_app = Celery(
+        "worker_app", task_cls="worker_app.task:BaseTask", amqp="worker_app.broker.amqp:AMQP"
+    )
     celery_app.conf.update(celery_config(settings))
 
     celery_app.steps["worker"].update(WORKER_STEPS)

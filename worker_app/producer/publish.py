@@ -36,6 +36,7 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from worker_app import keys
+from worker_app.broker.amqp import REPR_MAX, short_repr
 from worker_app.broker.envelope import list_key
 from worker_app.broker.publish import (
     batch_args,
@@ -55,14 +56,6 @@ from worker_app.jobs.payload import Payload, kwargs_of
 from worker_app.observability import tracing
 
 logger = logging.getLogger(__name__)
-
-#: Longest argument text a message carries for logs and Flower (Celery's limit).
-REPR_MAX = 1024
-
-
-def _short_repr(kwargs: dict[str, Any]) -> str:
-    text = repr(kwargs)
-    return text if len(text) <= REPR_MAX else text[: REPR_MAX - 3] + "..."
 
 
 @dataclass(frozen=True)
@@ -102,7 +95,7 @@ class _Publisher:
             # What logs and Flower show of the arguments; Celery's safe repr costs more than
             # building the rest of the message, and the payload is plain JSON data here.
             argsrepr="()",
-            kwargsrepr=_short_repr(job.kwargs),
+            kwargsrepr=short_repr(job.kwargs),
         )
         headers[keys.FIRST_ENQUEUED_AT] = time.time()
         return headers, body, properties
@@ -189,7 +182,7 @@ class _Template:
         values = {
             _ID: f'"{job.id}"',  # a uuid4: nothing to escape
             _BODY: '"' + base64.b64encode(body.encode()).decode() + '"',
-            _KWREPR: json.dumps(_short_repr(job.kwargs)),
+            _KWREPR: json.dumps(short_repr(job.kwargs)),
             _TIME: repr(now),
             _TAG: '"' + str(uuid.uuid4()) + '"',
         }
