@@ -346,14 +346,14 @@ def table(summary: dict[str, Any]) -> str:
         return float(summary[system][name]["median"])
 
     lines = [
-        f"{'figure':<22} {'worker_app':>12} {'spread':>15} {'celery':>10} {'dramatiq':>10} "
+        f"{'figure':<31} {'worker_app':>12} {'spread':>15} {'celery':>10} {'dramatiq':>10} "
         f"{'vs celery':>10} {'vs dramatiq':>12}"
     ]
     for name, unit, _ in FIGURES:
         ours, base, peer = (cell(s, name) for s in SYSTEMS)
         low, high = summary["worker_app"][name]["min"], summary["worker_app"][name]["max"]
         lines.append(
-            f"{name + ' (' + unit + ')':<22} {ours:>12.1f} {f'{low:.1f}-{high:.1f}':>15} "
+            f"{name + ' (' + unit + ')':<31} {ours:>12.1f} {f'{low:.1f}-{high:.1f}':>15} "
             f"{base:>10.1f} {peer:>10.1f} {ours / base if base else 0:>9.2f}x "
             f"{ours / peer if peer else 0:>11.2f}x"
         )

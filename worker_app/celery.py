@@ -118,7 +118,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
-        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # A lost connection does not stop running tasks: their messages stay held (leases
+        # renewed) and are acked through the next connection (worker_app.broker.qos).
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
         "worker_lost_wait": WORKER_LOST_WAIT,
         "task_time_limit": hard,
         "task_soft_time_limit": soft,

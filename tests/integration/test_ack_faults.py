@@ -5,10 +5,12 @@ drains short jobs; each job still runs exactly once (own module: own broker and 
 from __future__ import annotations
 
 import itertools
+import re
 import subprocess
 import threading
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -105,3 +107,48 @@ def test_acks_carried_by_a_fetch_refused_with_busy_are_released_later_never_drop
     twice = {job: n for job, n in counts.items() if n != 1}
     assert not twice, f"{len(twice)} jobs ran more than once: {twice}"
     assert still_held == 0  # every ack released in the end
+
+
+def test_a_connection_lost_while_jobs_run_reruns_none_of_them(
+    tmp_path: Path, broker: RedisServer, redis_server: RedisServer
+) -> None:
+    """The consumer's connections cut while two 3 s jobs run (as a failover or a proxy restart
+    would): the worker reconnects, the running jobs finish and are acked once; none runs again,
+    not even after their lease would have lapsed."""
+    env = child_env(
+        REDIS_URL=broker.url, LEDGER_URL=redis_server.url, ASYNQ_VISIBILITY_TIMEOUT=f"{LEASE:g}s"
+    )
+    run = f"cut-{uuid.uuid4().hex[:8]}"
+    ledger = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    admin = redis.Redis.from_url(broker.url)
+    worker = Worker(tmp_path / "worker.log", env, concurrency=2).start()
+    try:
+        script = (
+            "from tests.helpers import e2e_tasks\n"
+            f"for _ in range(4): e2e_tasks.ledger.delay({run!r}, 3.0)\n"
+        )
+        subprocess.run([str(BIN / "python"), "-c", script], cwd=ROOT, env=env, check=True)
+        wait_until(lambda: len(worker.lines(r"e2e\.ledger.*started")) >= 2, 30, "two jobs running")
+        killed = admin.client_kill_filter(_type="pubsub") + admin.client_kill_filter(
+            _type="normal", skipme=True
+        )
+        assert killed
+        wait_until(lambda: worker.lines("Connection to broker lost"), 30, "the worker to notice")
+        wait_until(lambda: ledger.hlen(f"ledger:{run}") >= 4, 60, "four jobs to run")
+        time.sleep(1.5 * LEASE + 1)  # past a lease and a sweep: a rerun would have happened
+        finished = {k: int(v) for k, v in ledger.hgetall(f"ledger:{run}").items()}
+        still_held = admin.zcard(keys.HELD_INDEX)
+    finally:
+        worker.stop()
+        ledger.delete(f"ledger:{run}")
+        ledger.close()
+        admin.close()
+    # A run stopped at the cut never reaches the ledger: count the starts in the worker's log.
+    starts = Counter(
+        re.search(r"e2e\.ledger ([0-9a-f-]+) ", line).group(1)  # type: ignore[union-attr]
+        for line in worker.lines(r"e2e\.ledger [0-9a-f-]+ .*\] started")
+    )
+    print(f"connections cut: {killed}; starts per job: {sorted(starts.values())}")
+    assert len(finished) == 4 and all(n == 1 for n in finished.values()), finished
+    assert len(starts) == 4 and all(n == 1 for n in starts.values()), starts
+    assert still_held == 0

@@ -6,6 +6,10 @@
   ``restore.lua``: the message goes back on its list and its job waits again, in one step.
 - ``restore_visible`` does nothing: only a worker sweeps expired leases (:mod:`.sweep`), so a
   process that merely reads replies (``celery inspect``, Flower) never restores anything.
+- A connection lost while tasks run does not give their messages back: they stay held (their
+  leases renewed, :data:`CARRIED`) and are acked through any connection when the tasks end, so a
+  Redis blip (a ``BUSY`` reply, a failover) re-runs no job that was running. Only a stopping
+  worker gives everything back.
 """
 
 from __future__ import annotations
@@ -30,6 +34,12 @@ logger = logging.getLogger(__name__)
 _virtual_append = virtual.QoS.append
 _virtual_ack = virtual.QoS.ack
 
+#: Seconds between tries to release an ack of a closed channel while Redis refuses.
+RELEASE_RETRY = 1.0
+#: Messages of started tasks still held after their channel closed (a lost connection), by
+#: delivery tag: the worker renews their leases and their acks release them.
+CARRIED: dict[str, Any] = {}
+
 
 class QoS(kombu_redis.QoS):
     """Holds, acks and gives back messages by the product's scripts."""
@@ -51,7 +61,7 @@ class QoS(kombu_redis.QoS):
         channel: Any = self.channel
         ack = self._ack_of(delivery_tag, "ended")
         _virtual_ack(self, delivery_tag)
-        if not channel.ack_later():  # released now, in a call of its own
+        if channel.closed or not channel.ack_later():  # released now, in a call of its own
             self._release_now(ack)
             return
         channel.add_ack(ack)
@@ -63,6 +73,7 @@ class QoS(kombu_redis.QoS):
         fetch, or at once when none is coming soon (a lost worker's lease recovered for a
         started task then counts a death of its job)."""
         channel: Any = self.channel
+        self._started().add(str(delivery_tag))
         mark = (str(delivery_tag), job_id, "started")
         # Started during its own delivery (a pool that runs it in this thread): no fetch comes
         # before it ends.
@@ -84,14 +95,32 @@ class QoS(kombu_redis.QoS):
         if mark in channel.pending_acks:  # no fetch carried it meanwhile
             self._flush_acks()
 
+    def _started(self) -> set[str]:
+        """Delivery tags whose tasks a pool process started."""
+        started: set[str] | None = getattr(self, "_started_tags", None)
+        if started is None:
+            started = set()
+            self._started_tags = started
+        return started
+
+    def _forget(self, delivery_tag: Any) -> None:
+        """The delivery ended here: no longer started, nor carried across a reconnect."""
+        self._started().discard(str(delivery_tag))
+        CARRIED.pop(str(delivery_tag), None)
+
+    def _message_of(self, delivery_tag: Any) -> Any:
+        message = (self._delivered or {}).get(delivery_tag)
+        return message if message is not None else CARRIED.get(str(delivery_tag))
+
     def reject(self, delivery_tag: Any, requeue: bool = False) -> None:
         if requeue:
             # A message whose pool process died running it says so (``died``): a death.
-            message = (self._delivered or {}).get(delivery_tag)
+            message = self._message_of(delivery_tag)
             why = "died" if getattr(message, "died", False) else "back"
             with self.channel.conn_or_acquire() as conn:  # type: ignore[attr-defined]
                 restore(conn, [str(delivery_tag)], head=True, why=why)
             _virtual_ack(self, delivery_tag)
+            self._forget(delivery_tag)
         else:
             ack = self._ack_of(delivery_tag, "ended")
             _virtual_ack(self, delivery_tag)
@@ -99,7 +128,8 @@ class QoS(kombu_redis.QoS):
 
     def _ack_of(self, delivery_tag: Any, otherwise: str) -> tuple[str, str, str]:
         """The ack of a delivery: 'succeeded' when its task said so, else ``otherwise``."""
-        message = (self._delivered or {}).get(delivery_tag)
+        message = self._message_of(delivery_tag)
+        self._forget(delivery_tag)
         succeeded = getattr(message, "job_succeeded", "")
         if succeeded:
             return str(delivery_tag), str(succeeded), "succeeded"
@@ -114,8 +144,14 @@ class QoS(kombu_redis.QoS):
         try:
             channel.release([ack])
         except Exception as exc:  # noqa: BLE001 - the next fetch carries it
-            logger.warning("ack of %s deferred to the next fetch: %s", ack[0], exc)
-            channel.add_ack(ack)
+            loop = get_event_loop() if channel.closed else None
+            if loop is None:
+                logger.warning("ack of %s deferred to the next fetch: %s", ack[0], exc)
+                channel.add_ack(ack)
+                return
+            # No fetch comes on a closed channel: tried again every second until Redis takes it.
+            logger.warning("ack of %s not released yet, trying again in 1s: %s", ack[0], exc)
+            loop.call_later(RELEASE_RETRY, self._release_now, ack)
 
     def restore_by_tag(self, tag: Any, client: Any = None, leftmost: bool = False) -> Any:
         with self.channel.conn_or_acquire(client) as conn:  # type: ignore[attr-defined]
@@ -125,6 +161,15 @@ class QoS(kombu_redis.QoS):
         # Acked deliveries are released first; the rest go back on their lists in one call.
         self._flush_acks()
         delivered: dict[Any, Any] = self._delivered or {}
+        if not _stopping():
+            # A lost connection: running tasks keep their messages (see CARRIED).
+            started = self._started()
+            for tag in [tag for tag in delivered if str(tag) in started]:
+                CARRIED[str(tag)] = delivered.pop(tag)
+            if CARRIED:
+                logger.info(
+                    "%d running job(s) keep their messages across the reconnect", len(CARRIED)
+                )
         tags = [str(tag) for tag in delivered]
         if tags:
             with self.channel.conn_or_acquire(client) as conn:  # type: ignore[attr-defined]
@@ -149,3 +194,12 @@ class QoS(kombu_redis.QoS):
 
     def restore_visible(self, *args: Any, **kwargs: Any) -> None:
         """Nothing: expired leases are swept by workers only (worker_app.broker.sweep)."""
+
+
+def _stopping() -> bool:
+    """Whether this worker is stopping (else a channel closes because its connection was lost)."""
+    # Imported when a channel closes: producers load this module too, and celery.worker brings
+    # the whole worker with it.
+    from celery.worker import state
+
+    return state.should_stop is not None or state.should_terminate is not None

@@ -15,6 +15,7 @@ from celery.worker import state
 
 from worker_app import keys
 from worker_app.broker.delays import release_due
+from worker_app.broker.qos import CARRIED
 from worker_app.broker.queues import queue_stats
 from worker_app.broker.sweep import end_orphan, orphans, sweep
 from worker_app.config import get_settings
@@ -188,9 +189,10 @@ class LeaseRenewer(PeriodicThread):
         task_consumer = getattr(consumer, "task_consumer", None)
         qos = getattr(getattr(task_consumer, "channel", None), "qos", None)
         delivered = getattr(qos, "_delivered", None)
-        if not delivered:
+        # One C-level copy each under the GIL; a lost connection's running jobs too.
+        tags = [*(delivered or ()), *CARRIED]
+        if not tags:
             return 0
-        tags = list(delivered)  # one C-level copy under the GIL
         now = time.time()
         changed = get_redis().zadd(keys.HELD_INDEX, dict.fromkeys(tags, now), xx=True, ch=True)
         return int(changed or 0)
