@@ -41,11 +41,13 @@ lint: install
 
 bench: install  ## worker_app vs vanilla Celery vs Dramatiq, side by side on private redis-servers
 	$(BIN)/python -m bench.compare --json bench/results.json
+	$(BIN)/python -m bench.api
 	$(BIN)/python -m bench.queue_order
 	$(BIN)/python -m bench.dlq
 
-bench-quick: install  ## the same, small (under 3 minutes)
+bench-quick: install  ## the same, small (about 5 minutes)
 	$(BIN)/python -m bench.compare --quick
+	$(BIN)/python -m bench.api --seconds 5
 	$(BIN)/python -m bench.queue_order --quick
 	$(BIN)/python -m bench.dlq --entries 2000
 

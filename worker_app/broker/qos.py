@@ -161,9 +161,9 @@ class QoS(kombu_redis.QoS):
         # Acked deliveries are released first; the rest go back on their lists in one call.
         self._flush_acks()
         delivered: dict[Any, Any] = self._delivered or {}
-        if not _stopping():
+        started = self._started()
+        if started and not _stopping():
             # A lost connection: running tasks keep their messages (see CARRIED).
-            started = self._started()
             for tag in [tag for tag in delivered if str(tag) in started]:
                 CARRIED[str(tag)] = delivered.pop(tag)
             if CARRIED:
