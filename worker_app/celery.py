@@ -34,6 +34,7 @@ WORKER_STEPS = {
         "StatsLine",
         "DelayReleaser",
         "WaitFlusher",
+        "TimerCompactor",
     )
 }
 # Publishing does not hang while Redis is away: three quick tries, then the caller gets an error.

@@ -4,6 +4,7 @@ gives a lost worker's messages back, and the release of parked messages."""
 
 from __future__ import annotations
 
+import heapq
 import logging
 import threading
 import time
@@ -75,6 +76,48 @@ class Heartbeat(bootsteps.StartStopStep):
                 beat(self.node, self.interval, renewer.renewed_at, renewer.timeout)
         except redis.RedisError as exc:
             logger.warning("heartbeat not written: Redis is unreachable (%s)", exc)
+
+
+#: Seconds between two sweeps of cancelled entries out of the worker's timer.
+TIMER_COMPACT_EVERY = 10.0
+
+
+def compact_timer(timer: Any) -> int:
+    """Drop the cancelled entries of ``timer``'s heap; how many went."""
+    queue: list[Any] = timer._queue
+    live = [item for item in queue if not item.entry.canceled]
+    dropped = len(queue) - len(live)
+    if dropped:
+        queue[:] = live  # the same list: the timer's running iterator keeps reading it
+        heapq.heapify(queue)
+    return dropped
+
+
+class TimerCompactor(bootsteps.StartStopStep):
+    """Worker bootstep: every ``TIMER_COMPACT_EVERY`` seconds, drop cancelled entries from the
+    event loop's timer.
+
+    The prefork pool schedules a soft time-limit timer for every job and cancels it when the job
+    ends, but a cancelled entry stays in the timer's heap until it would have fired: with the
+    default 5-minute limit, every job of the last 270 s (about 600 bytes each, 160 MiB at
+    1,000 jobs/s). Runs on the event loop, like the timer."""
+
+    requires = ("celery.worker.components:Timer",)
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        super().__init__(worker, **kwargs)
+        self.tref: Any = None
+
+    def start(self, worker: Any) -> None:
+        timer = worker.timer
+        if getattr(timer, "_queue", None) is None:  # a threaded timer: nothing piles up here
+            return
+        self.tref = timer.call_repeatedly(TIMER_COMPACT_EVERY, compact_timer, (timer,))
+
+    def stop(self, worker: Any) -> None:
+        if self.tref is not None:
+            self.tref.cancel()
+            self.tref = None
 
 
 class StatsLine(bootsteps.StartStopStep):
