@@ -46,13 +46,13 @@ return 1
 """
 
 
-def enqueue(env: dict[str, str], run: str, count: int) -> None:
+def enqueue(env: dict[str, str], run: str, count: int, seconds: float = JOB_SECONDS) -> None:
     script = (
         "from tests.helpers import e2e_tasks\n"
         "from worker_app import app\n"
         "with app.producer_or_acquire() as producer:\n"
         f"    for _ in range({count}):\n"
-        f"        e2e_tasks.ledger.apply_async(({run!r}, {JOB_SECONDS}), producer=producer)\n"
+        f"        e2e_tasks.ledger.apply_async(({run!r}, {seconds}), producer=producer)\n"
     )
     subprocess.run([str(BIN / "python"), "-c", script], cwd=ROOT, env=env, check=True, timeout=120)
 
@@ -123,11 +123,7 @@ def test_a_connection_lost_while_jobs_run_reruns_none_of_them(
     admin = redis.Redis.from_url(broker.url)
     worker = Worker(tmp_path / "worker.log", env, concurrency=2).start()
     try:
-        script = (
-            "from tests.helpers import e2e_tasks\n"
-            f"for _ in range(4): e2e_tasks.ledger.delay({run!r}, 3.0)\n"
-        )
-        subprocess.run([str(BIN / "python"), "-c", script], cwd=ROOT, env=env, check=True)
+        enqueue(env, run, 4, seconds=3.0)
         wait_until(lambda: len(worker.lines(r"e2e\.ledger.*started")) >= 2, 30, "two jobs running")
         killed = admin.client_kill_filter(_type="pubsub") + admin.client_kill_filter(
             _type="normal", skipme=True

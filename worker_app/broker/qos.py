@@ -44,6 +44,11 @@ CARRIED: dict[str, Any] = {}
 class QoS(kombu_redis.QoS):
     """Holds, acks and gives back messages by the product's scripts."""
 
+    def __init__(self, channel: Any, prefetch_count: int = 0) -> None:
+        super().__init__(channel, prefetch_count)
+        #: Delivery tags whose tasks a pool process started.
+        self.started_tags: set[str] = set()
+
     def append(self, message: Any, delivery_tag: Any) -> None:
         channel: Any = self.channel
         if not channel.delivering_held:
@@ -73,7 +78,7 @@ class QoS(kombu_redis.QoS):
         fetch, or at once when none is coming soon (a lost worker's lease recovered for a
         started task then counts a death of its job)."""
         channel: Any = self.channel
-        self._started().add(str(delivery_tag))
+        self.started_tags.add(str(delivery_tag))
         mark = (str(delivery_tag), job_id, "started")
         # Started during its own delivery (a pool that runs it in this thread): no fetch comes
         # before it ends.
@@ -95,17 +100,9 @@ class QoS(kombu_redis.QoS):
         if mark in channel.pending_acks:  # no fetch carried it meanwhile
             self._flush_acks()
 
-    def _started(self) -> set[str]:
-        """Delivery tags whose tasks a pool process started."""
-        started: set[str] | None = getattr(self, "_started_tags", None)
-        if started is None:
-            started = set()
-            self._started_tags = started
-        return started
-
     def _forget(self, delivery_tag: Any) -> None:
         """The delivery ended here: no longer started, nor carried across a reconnect."""
-        self._started().discard(str(delivery_tag))
+        self.started_tags.discard(str(delivery_tag))
         CARRIED.pop(str(delivery_tag), None)
 
     def _message_of(self, delivery_tag: Any) -> Any:
@@ -161,7 +158,7 @@ class QoS(kombu_redis.QoS):
         # Acked deliveries are released first; the rest go back on their lists in one call.
         self._flush_acks()
         delivered: dict[Any, Any] = self._delivered or {}
-        started = self._started()
+        started = self.started_tags
         if started and not _stopping():
             # A lost connection: running tasks keep their messages (see CARRIED).
             for tag in [tag for tag in delivered if str(tag) in started]:
