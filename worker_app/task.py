@@ -37,6 +37,7 @@ from worker_app.errors import (
 from worker_app.flow import concurrency, ratelimit
 from worker_app.jobs import records, waits
 from worker_app.jobs.payload import validate_payload
+from worker_app.producer import send
 
 logger = logging.getLogger(__name__)
 
@@ -150,6 +151,8 @@ class BaseTask(Task[Any, Any]):
         options.setdefault("declare", [])
         headers = options["headers"] = dict(options.get("headers") or {})
         headers.setdefault(keys.FIRST_ENQUEUED_AT, time.time())
+        if send.served(self, options):
+            return send.send(self, args, kwargs, task_id, options)
         try:
             return super().apply_async(args, kwargs, task_id, **options)
         except OperationalError as exc:

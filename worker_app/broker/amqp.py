@@ -8,9 +8,11 @@ and runs in C: the same text, capped at the same length. Everything else is Cele
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from celery.app.amqp import AMQP as CeleryAMQP
+from celery.utils.nodenames import anon_nodename
 from celery.utils.saferepr import saferepr
 
 #: Longest argument text a message carries for logs and Flower (Celery's limit).
@@ -26,6 +28,18 @@ def short_repr(value: Any) -> str:
     return text if len(text) <= REPR_MAX else text[: REPR_MAX - 3] + "..."
 
 
+def origin() -> str:
+    """What Celery writes as a message's ``origin`` (``gen<pid>@<host>``), built once per
+    process instead of once per message."""
+    pid = os.getpid()
+    if _origin[0] != pid:
+        _origin[:] = [pid, anon_nodename()]
+    return str(_origin[1])
+
+
+_origin: list[Any] = [0, ""]
+
+
 class AMQP(CeleryAMQP):
     """The app's message layer (``Celery(amqp=...)``): Celery's, with :func:`short_repr`."""
 
@@ -37,4 +51,6 @@ class AMQP(CeleryAMQP):
             options["argsrepr"] = short_repr(args or ())
         if options.get("kwargsrepr") is None:
             options["kwargsrepr"] = short_repr(kwargs or {})
+        if not options.get("origin"):
+            options["origin"] = origin()
         return super().as_task_v2(*positional, **options)

@@ -10,9 +10,11 @@ not UTF-8 are kept (as surrogate escapes), never a reason to refuse what the scr
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import re
+import uuid
 from typing import Any
 
 from worker_app import keys
@@ -109,3 +111,23 @@ def held_tag(item: bytes, verdict: str) -> str:
         return ""
     found = _TAG.search(item)
     return found.group(1).decode("utf-8", "surrogateescape") if found else ""
+
+
+def wrap(
+    data: str, headers: dict[str, Any], properties: dict[str, Any], queue: str, priority: Any
+) -> dict[str, Any]:
+    """The envelope kombu's producer and Redis channel put on ``queue`` for a JSON body
+    ``data``: the body in base64, the delivery info, a new delivery tag. ``properties`` is
+    changed in place."""
+    properties.setdefault("delivery_info", {})
+    properties.setdefault("priority", priority or 0)
+    properties["body_encoding"] = "base64"
+    properties["delivery_tag"] = str(uuid.uuid4())
+    properties["delivery_info"].update(exchange="", routing_key=queue)
+    return {
+        "body": base64.b64encode(data.encode()).decode(),
+        "content-encoding": "utf-8",
+        "content-type": "application/json",
+        "headers": headers,
+        "properties": properties,
+    }

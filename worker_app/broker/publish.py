@@ -167,7 +167,7 @@ def publish(
     args: list[Any] = [placement(due, now), due or 0, message, keys.WAKE_CAP]
     if record is not None:
         args += record.args(now)
-    reply = script("publish")(client, [list_key], args)
+    reply = script("publish")(client, [list_key], args, held=True)
     return reply.decode() if isinstance(reply, bytes) else str(reply or "")
 
 

@@ -13,7 +13,9 @@ script again and retries the call once.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import threading
 from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
@@ -117,14 +119,45 @@ class Script:
         head = pack_args(b"EVALSHA", self.sha, len(self.fixed) + len(own_keys))
         return join_packed(3 + len(self.fixed), head + self.packed_fixed, [*own_keys, *args])
 
-    def __call__(self, client: Any, own_keys: list[str] | None = None, args: Any = ()) -> Any:
-        """Run the script; after ``NOSCRIPT`` load every script and run it again once."""
+    def __call__(
+        self, client: Any, own_keys: list[str] | None = None, args: Any = (), *, held: bool = False
+    ) -> Any:
+        """Run the script (on this thread's own connection when ``held``: see
+        :func:`run_held`); after ``NOSCRIPT`` load every script and run it again once."""
         command = self.command(own_keys or [], list(args))
+        run = run_held if held else run_packed
         try:
-            return run_packed(client, command, resend=self.idempotent)
+            return run(client, command, resend=self.idempotent)
         except NoScriptError:
             load_all(client)
-            return run_packed(client, command, resend=self.idempotent)
+            return run(client, command, resend=self.idempotent)
+
+
+class _Held(threading.local):
+    """The connection a thread keeps for its publishes, outside any pool: a pool's check-out
+    probes the socket and takes a lock, a third of a one-command call's Python time."""
+
+    pool: Any = None
+    pid = 0
+    connection: Any = None
+
+
+_held = _Held()
+
+
+def run_held(client: Any, command: bytes, *, resend: bool = False) -> Any:
+    """:func:`run_packed` on this thread's own connection to ``client``'s server.
+
+    The connection has the pool's settings (timeouts, TLS, Sentinel, health checks) and is
+    made again after a fork or when the client's pool changes; one that failed is
+    disconnected and reconnects on the next call. It closes when its thread ends.
+    """
+    held = _held
+    pool = client.connection_pool
+    if held.pool is not pool or held.pid != os.getpid():
+        held.connection = pool.connection_class(**pool.connection_kwargs)
+        held.pool, held.pid = pool, os.getpid()
+    return _run_on(held.connection, command, resend)
 
 
 def run_packed(client: Any, command: bytes, *, resend: bool = False) -> Any:
@@ -137,28 +170,32 @@ def run_packed(client: Any, command: bytes, *, resend: bool = False) -> Any:
     pool = client.connection_pool
     connection = pool.get_connection()
     try:
-        for attempt in (1, 2):
-            try:
-                connection.send_packed_command([command])
-            except (RedisConnectionError, OSError):
-                connection.disconnect()
-                if attempt == 2:
-                    raise
-                continue
-            try:
-                return connection.read_response()
-            except ResponseError:
-                raise
-            except (RedisConnectionError, RedisTimeoutError, OSError):
-                connection.disconnect()
-                if not resend or attempt == 2:
-                    raise
-            except BaseException:
-                connection.disconnect()
-                raise
-        raise AssertionError("unreachable")
+        return _run_on(connection, command, resend)
     finally:
         pool.release(connection)
+
+
+def _run_on(connection: Any, command: bytes, resend: bool) -> Any:
+    for attempt in (1, 2):
+        try:
+            connection.send_packed_command([command])
+        except (RedisConnectionError, OSError):
+            connection.disconnect()
+            if attempt == 2:
+                raise
+            continue
+        try:
+            return connection.read_response()
+        except ResponseError:
+            raise
+        except (RedisConnectionError, RedisTimeoutError, OSError):
+            connection.disconnect()
+            if not resend or attempt == 2:
+                raise
+        except BaseException:
+            connection.disconnect()
+            raise
+    raise AssertionError("unreachable")
 
 
 @cache
