@@ -98,6 +98,8 @@ def _normalized(message: dict[str, Any]) -> dict[str, Any]:
     out["body"] = json.loads(base64.b64decode(out["body"]))
     for signature in out["body"][2].get("chain") or []:  # the next tasks' ids are new per call
         signature["options"].pop("task_id", None)
+    expiration = out["properties"].pop("expiration", None)  # milliseconds from the publish
+    out["expiration"] = None if expiration is None else round(int(expiration) / 1000)
     for part in ("headers", "properties"):
         for name in _PER_MESSAGE:
             out[part].pop(name, None)

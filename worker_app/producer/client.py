@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from worker_app import keys
 from worker_app.celery import get_task
 from worker_app.errors import InvalidPayload
+from worker_app.jobs import records
 from worker_app.jobs.payload import Payload
 from worker_app.producer.publish import enqueue_many, publish_one
 from worker_app.redis_client import get_redis
@@ -38,6 +39,8 @@ class Submitted:
 
     job_id: str
     created: bool
+    #: The job's record as this call wrote it; None when an equal job existed.
+    job: records.Job | None = None
 
 
 def enqueue(
@@ -100,7 +103,8 @@ def submit(
             eta=eta,
             task_id=task_id,
         )
-    return Submitted(_publish(target, payload, queue, countdown, eta, task_id), True)
+    job = _publish(target, payload, queue, countdown, eta, task_id)
+    return Submitted(job.id, True, job)
 
 
 def _submit_unique(
@@ -131,7 +135,8 @@ def _submit_unique(
             target, payload, window, key, task_id=job_id, **options
         )  # just expired
     try:
-        return Submitted(_publish(target, payload, task_id=job_id, **options), True)
+        job = _publish(target, payload, task_id=job_id, **options)
+        return Submitted(job.id, True, job)
     except Exception:
         client.delete(unique)  # nothing was published: free the window
         raise
@@ -144,7 +149,7 @@ def _publish(
     countdown: float | None = None,
     eta: datetime | None = None,
     task_id: str | None = None,
-) -> str:
+) -> records.Job:
     return publish_one(target, payload, queue=queue, countdown=countdown, eta=eta, task_id=task_id)
 
 

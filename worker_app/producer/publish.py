@@ -1,16 +1,13 @@
-"""The fast publish path behind ``enqueue`` and ``enqueue_many``.
+"""The publish paths behind ``enqueue`` and ``enqueue_many``.
 
-Celery's ``apply_async`` spends a few hundred microseconds of Python per message before its
-publish reaches the broker's one publish call (worker_app.broker.publish). Here each message is
-built with Celery's own protocol-2 builder and kombu's own envelope code and handed to that same
-call: the same bytes on the queue, the same record, a fraction of the cost.
+``enqueue`` (one job) validates the payload and then takes ``.apply_async()``'s own path
+(:mod:`.send`): Celery's message, Celery's publish signals (the ``published`` log line, the
+OpenTelemetry producer span), record and message in one script call.
 
-``enqueue`` (one job) still sends ``before_task_publish`` / ``after_task_publish``, so the
-``published`` log line and the OpenTelemetry producer span happen as for ``.delay()``.
 ``enqueue_many`` skips per-message signals: one log line per batch, the caller's trace context
-copied into each message, no Flower ``task-sent`` event. It builds the first
-message with Celery's builder and the others from it (only the id, arguments, times and
-delivery tag differ), and sends each chunk of jobs with its records as one script call.
+copied into each message, no Flower ``task-sent`` event. It builds the first message with
+Celery's builder and the others from it (only the id, arguments, times and delivery tag
+differ), and sends each chunk of jobs with its records as one script call.
 """
 
 from __future__ import annotations
@@ -27,13 +24,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from celery.signals import after_task_publish, before_task_publish
 from kombu.exceptions import OperationalError
 from kombu.serialization import dumps
 from kombu.utils.json import dumps as json_dumps
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from worker_app import keys
 from worker_app.broker.amqp import REPR_MAX, short_repr
@@ -43,17 +37,17 @@ from worker_app.broker.publish import (
     check_size,
     due_at,
     placement,
-    publish,
     publish_batch,
-    record_of,
 )
 from worker_app.broker.queues import check_queue
 from worker_app.broker.registry import script
-from worker_app.celery import PUBLISH_RETRY_POLICY, app, get_task
+from worker_app.celery import app, get_task
 from worker_app.config import get_settings
 from worker_app.errors import BrokerUnavailable
+from worker_app.jobs import records
 from worker_app.jobs.payload import Payload, kwargs_of
 from worker_app.observability import tracing
+from worker_app.producer import send
 
 logger = logging.getLogger(__name__)
 
@@ -246,8 +240,12 @@ def publish_one(
     countdown: float | None = None,
     eta: datetime | None = None,
     task_id: str | None = None,
-) -> str:
-    """Validate and publish one job with its record in one script call; return its id.
+) -> records.Job:
+    """Validate and publish one job with its record in one script call; return the record as
+    written.
+
+    It is ``.apply_async()``'s own path (:mod:`.send`) with the payload validated first: the
+    same message, Celery's publish signals, the publish retry policy.
 
     Raises:
         UnknownQueue: the queue is not configured.
@@ -256,41 +254,32 @@ def publish_one(
         BrokerUnavailable: Redis did not take the job (after the publish retry policy).
     """
     queue_name = _queue_of(target, queue)
-    job = Outgoing(task_id or str(uuid.uuid4()), kwargs_of(target, payload))
-    attempts = int(PUBLISH_RETRY_POLICY["max_retries"]) + 1
-    for attempt in range(attempts):
-        try:
-            with _channel(f"{target.name}[{job.id}]") as channel:
-                publisher = _Publisher(channel, target, queue_name)
-                headers, body, properties = publisher.message(job, countdown, eta)
-                # The receivers (log line, tracing) run as for a Celery publish.
-                before_task_publish.send(
-                    sender=target.name,
-                    body=body,
-                    exchange="",
-                    routing_key=queue_name,
-                    headers=headers,
-                    properties=properties,
-                    declare=[],
-                    retry_policy=None,
-                )
-                now = time.time()
-                headers[keys.PUBLISHED_AT] = now
-                record = record_of(headers, [], job.kwargs, queue_name, new_id=task_id is None)
-                key, text, due = publisher.placement(headers, body, properties)
-                with channel.conn_or_acquire() as client:
-                    publish(client, key, text, due=due, record=record, now=now)
-            break
-        except BrokerUnavailable as exc:
-            if attempt + 1 == attempts or not isinstance(
-                exc.__cause__, RedisConnectionError | RedisTimeoutError | OSError
-            ):
-                raise
-            time.sleep(min(float(PUBLISH_RETRY_POLICY["interval_max"]), 0.2 * (attempt + 1)))
-    after_task_publish.send(
-        sender=target.name, body=body, headers=headers, exchange="", routing_key=queue_name
+    kwargs = kwargs_of(target, payload)
+    options: dict[str, Any] = {
+        "queue": queue_name,
+        "countdown": countdown,
+        "eta": eta,
+        "declare": [],
+        "headers": {keys.FIRST_ENQUEUED_AT: time.time()},
+    }
+    sent = send.send_job(target, (), kwargs, task_id, options)
+    job_id, record = str(sent.result.id), sent.record
+    if record is None or sent.before:  # no record, or not this publish's: as stored
+        stored = records.store().get(job_id)
+        if stored is not None:
+            return stored
+        return records.Job(job_id, target.name, queue_name, "", sent.at, sent.at)
+    return records.Job(
+        id=job_id,
+        type=record.task,
+        queue=record.queue,
+        status=record.status,
+        created_at=sent.at,
+        updated_at=sent.at,
+        attempts=record.attempt,
+        run_at=record.run_at,
+        payload={"args": [], "kwargs": kwargs},
     )
-    return job.id
 
 
 def enqueue_many(

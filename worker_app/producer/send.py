@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,7 +34,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from worker_app import keys
 from worker_app.broker import envelope
-from worker_app.broker.publish import due_at, publish, record_of
+from worker_app.broker.publish import Record, due_at, publish, record_of
 from worker_app.errors import BrokerUnavailable
 from worker_app.redis_client import get_redis
 
@@ -117,6 +118,34 @@ def send(task: Any, args: Any, kwargs: Any, task_id: str | None, options: dict[s
         TypeError: the arguments do not fit the task's signature (as Celery).
         BrokerUnavailable: Redis did not take the job (after the publish retry policy).
     """
+    return send_job(task, args, kwargs, task_id, options).result
+
+
+@dataclass(frozen=True)
+class Sent:
+    """What one publish did."""
+
+    #: The call's AsyncResult, as Celery's ``apply_async`` returns it.
+    result: Any
+    #: The record it wrote; None for what has no record (Celery's own ``celery.*`` tasks).
+    record: Record | None
+    #: When it was published (Unix time).
+    at: float
+    #: The job's status before ('' when it had no record; else the record may not be this
+    #: publish's: a publish sent again finds its job waiting and changes nothing).
+    before: str
+
+
+def send_job(
+    task: Any, args: Any, kwargs: Any, task_id: str | None, options: dict[str, Any]
+) -> Sent:
+    """:func:`send`, telling what the publish did.
+
+    Raises:
+        ValueError: the task's soft time limit is over its hard one (as Celery).
+        TypeError: the arguments do not fit the task's signature (as Celery).
+        BrokerUnavailable: Redis did not take the job (after the publish retry policy).
+    """
     app = task.app
     conf = app.conf
     name = task.name
@@ -183,7 +212,7 @@ def send(task: Any, args: Any, kwargs: Any, task_id: str | None, options: dict[s
         replaced_task_nesting=options.pop("replaced_task_nesting", 0),
         **options,
     )
-    _deliver(task, headers, properties, body, options, new_id=new_id)
+    record, now, before = _deliver(task, headers, properties, body, options, new_id=new_id)
     result = task.AsyncResult(task_id)
     result.ignored = ignore_result
     if add_to_parent:
@@ -191,7 +220,7 @@ def send(task: Any, args: Any, kwargs: Any, task_id: str | None, options: dict[s
             parent = app.current_worker_task
         if parent:
             parent.add_trail(result)
-    return result
+    return Sent(result, record, now, before)
 
 
 def _json(value: Any) -> str:
@@ -229,7 +258,7 @@ def _deliver(
     options: dict[str, Any],
     *,
     new_id: bool,
-) -> None:
+) -> tuple[Record | None, float, str]:
     """celery.app.amqp's ``send_task_message`` and kombu's ``Producer.publish`` for a job
     queue on Redis: the signals, then one publish call with the record."""
     app = task.app
@@ -269,18 +298,21 @@ def _deliver(
     data = _json(body)
     attempts = int(policy.get("max_retries") or 0) + 1 if retry else 1
     what = f"{name}[{headers.get('id')}]"
+    record: Record | None = None
+    now, before = time.time(), ""
     for attempt in range(attempts):
         now = time.time()
         if headers.get("task"):
             headers[keys.PUBLISHED_AT] = now  # the message carries it: queue age, wait time
         message = envelope.wrap(data, headers, dict(properties), qname, priority)
+        record = record_of(headers, body[0], body[1], qname, new_id=new_id)
         try:
-            publish(
+            before = publish(
                 get_redis(),
                 envelope.list_key(qname, priority or 0),
                 _json(message),
                 due=due_at(headers),
-                record=record_of(headers, body[0], body[1], qname, new_id=new_id),
+                record=record,
                 now=now,
             )
             break
@@ -294,3 +326,4 @@ def _deliver(
         except RedisError as exc:
             raise BrokerUnavailable(f"could not publish {what}: {exc}") from exc
     after_task_publish.send(sender=name, body=body, headers=headers, exchange="", routing_key=qname)
+    return record, now, before

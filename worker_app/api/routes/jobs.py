@@ -36,9 +36,9 @@ def create_job(body: JobIn) -> records.Job:
     done = submit(
         body.type, body.payload, queue=body.queue, countdown=body.delay, unique_for=body.unique_for
     )
-    if not done.created:
+    if not done.created or done.job is None:
         raise ApiError(409, "an equal job is already enqueued", job_id=done.job_id)
-    return _job(done.job_id)
+    return done.job  # as the publish wrote it: no second read
 
 
 @router.get("/jobs", response_model=JobPageOut)
