@@ -5,6 +5,7 @@ Each records its attempts in the suite's private Redis, so tests can see what re
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -249,3 +250,9 @@ def gated_failure(run: str) -> None:
     while not ledger.exists(f"gate:{run}") and time.monotonic() < deadline:
         time.sleep(0.05)
     raise PermanentError("failed on purpose, after the gate opened")
+
+
+@app.task(name="e2e.frozen")
+def frozen() -> int:
+    """Objects a pool process inherited frozen from the worker's main process."""
+    return gc.get_freeze_count()

@@ -147,3 +147,9 @@ def test_a_pickle_message_is_refused_and_the_worker_keeps_going(
     task_id = enqueue("e2e.record", {"key": key, "value": 2})
     assert AsyncResult(task_id, app=app).get(timeout=30) == 2
     assert redis_client.lrange(key, 0, -1) == ["2"]  # the pickled job never ran
+
+
+def test_pool_processes_share_the_main_process_objects_frozen(worker: Worker) -> None:
+    """The main process freezes its objects before it forks a pool process: its garbage
+    collections then leave the pages it shares with them alone (copy-on-write)."""
+    assert e2e_tasks.frozen.delay().get(timeout=30) > 10_000
