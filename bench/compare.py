@@ -101,6 +101,24 @@ def _producer(system: str) -> tuple[Any, Any, Any]:
     return send, send, batch_dramatiq
 
 
+def _floor(broker: Any) -> Any:
+    """One ``publish.lua`` call per job with a message and record built once (a new id each):
+    what a ``.delay()`` that writes its record in the same call costs at the least."""
+    import uuid
+
+    from worker_app.broker.publish import Record, publish
+
+    message = broker.lindex("default", 0).decode()
+
+    def call() -> None:
+        now = time.time()
+        job_id = str(uuid.uuid4())
+        job = Record(job_id, "bench.work", "default", "pending", now, 0, "{}", "new", "0")
+        publish(broker, "default", message, record=job, now=now)
+
+    return call
+
+
 def produce(system: str, mode: str, jobs: int) -> None:
     """Child process: send ``jobs`` jobs by ``mode``; print the rate, the commands, the round
     trips and the Redis CPU per job as JSON."""
@@ -120,6 +138,10 @@ def produce(system: str, mode: str, jobs: int) -> None:
             plain()
     elif mode == "batch":
         batch(jobs)
+    elif mode == "floor":
+        floor = _floor(broker)
+        for _ in range(jobs):
+            floor()
     else:  # latency: one job at a time by .delay(), each carrying the time it was sent
         for _ in range(jobs):
             delay(time.time())
@@ -242,6 +264,8 @@ class Run:
         self.broker.flushall()
         plain = self.child("plain", jobs) if self.system == "worker_app" else delay
         self.broker.flushall()
+        floor = self.child("floor", jobs) if self.system == "worker_app" else None
+        self.broker.flushall()
         batch = self.child("batch", jobs)
         log = open(self.workdir / f"{self.system}.log", "ab")  # noqa: SIM115 - closed below
         worker = subprocess.Popen(
@@ -286,6 +310,8 @@ class Run:
         return {
             "enqueue_delay_per_s": delay["rate"],
             "enqueue_per_s": plain["rate"],
+            # worker_app: the publish script alone, no message building (see _floor).
+            "enqueue_floor_per_s": floor["rate"] if floor else 0.0,
             "enqueue_batch_per_s": batch["rate"],
             "drain_per_s": drain,
             "latency_ms_p50": statistics.median(waits),
@@ -330,7 +356,13 @@ def summarize(results: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
             "mix_enqueue": runs[-1]["mix_enqueue"],
             "mix_worker": runs[-1]["mix_worker"],
         }
-        extra = ("commands_enqueue", "commands_worker", "round_trips_enqueue", "round_trips_worker")
+        extra = (
+            "commands_enqueue",
+            "commands_worker",
+            "round_trips_enqueue",
+            "round_trips_worker",
+            "enqueue_floor_per_s",
+        )
         for name in (*(figure[0] for figure in FIGURES), *extra):
             values = [run[name] for run in runs]
             summary[system][name] = {
@@ -383,6 +415,12 @@ def table(summary: dict[str, Any]) -> str:
     lines.append(
         ".delay() vs vanilla .delay(): "
         f"{cell('worker_app', 'enqueue_delay_per_s') / cell('celery', 'enqueue_delay_per_s'):.2f}x"
+    )
+    floor = cell("worker_app", "enqueue_floor_per_s")
+    lines.append(
+        f"publish script alone (a message and record built once): {floor:.0f} jobs/s, "
+        f"{floor / cell('celery', 'enqueue_delay_per_s'):.2f}x vanilla .delay(); worker_app's "
+        f".delay() reaches {cell('worker_app', 'enqueue_delay_per_s') / floor:.0%} of it"
     )
     lines.append(
         "enqueue_many vs vanilla .delay() loop: "
