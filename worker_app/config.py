@@ -91,6 +91,7 @@ FORMS: dict[str, str] = {
     "ASYNQ_MAX_RETRY": "a non-negative integer",
     "ASYNQ_DLQ_MAX_SIZE": "a positive integer",
     "ASYNQ_MAX_PAYLOAD": "a size of at least 1KiB, such as 1MiB, 512KiB or a number of bytes",
+    "ASYNQ_PUBLISH_REPLICAS": "a number of replicas, 0 or more",
     "API_TOKEN": "a non-empty token (at least 16 characters in production, not a sample value)",
     "FLOWER_BASIC_AUTH": "user:password (not a sample value in production)",
     "FLOWER_PORT": "a port number between 1 and 65535",
@@ -142,6 +143,9 @@ class Settings(BaseSettings):
     max_payload: ByteSize = Field(
         ByteSize(1024 * 1024), ge=1024, validation_alias="ASYNQ_MAX_PAYLOAD"
     )
+    #: Replicas that must have a job before its publish returns (Redis ``WAIT``, at most
+    #: ``keys.REPLICA_WAIT_MS``); None: 1 with Sentinel, else 0.
+    publish_replicas: int | None = Field(None, ge=0, validation_alias="ASYNQ_PUBLISH_REPLICAS")
     health_check_interval: Duration = Field(
         timedelta(seconds=15), validation_alias="ASYNQ_HEALTH_CHECK_INTERVAL"
     )
@@ -246,6 +250,14 @@ class Settings(BaseSettings):
                 shown = value
             out[variable_of(name)] = shown
         return out
+
+
+def replicas_to_wait(settings: Settings) -> int:
+    """Replicas a publish waits for: ``ASYNQ_PUBLISH_REPLICAS``, by default 1 when
+    ``REDIS_URL`` is a Sentinel URL (a failover promotes a replica) and 0 otherwise."""
+    if settings.publish_replicas is not None:
+        return settings.publish_replicas
+    return 1 if settings.redis_url.startswith("sentinel://") else 0
 
 
 def redis_url_problem(url: str) -> str | None:

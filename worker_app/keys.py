@@ -149,3 +149,7 @@ BEAT_TICK_MAX = 5.0
 PERIODIC_LAST = f"{PREFIX}:periodic:last"
 #: HASH schedule name -> slots skipped because the previous run had not finished, ever.
 PERIODIC_SKIPPED = f"{PREFIX}:periodic:skipped"
+
+#: Longest a publish waits for its replicas (``ASYNQ_PUBLISH_REPLICAS``), in milliseconds; past
+#: it the publish returns with a warning (the job is on the master).
+REPLICA_WAIT_MS = 1000

@@ -8,7 +8,14 @@ from datetime import timedelta
 
 import pytest
 
-from worker_app.config import ConfigError, Settings, get_settings, load_settings, variable_of
+from worker_app.config import (
+    ConfigError,
+    Settings,
+    get_settings,
+    load_settings,
+    replicas_to_wait,
+    variable_of,
+)
 from worker_app.durations import format_duration, parse_duration
 
 # variable, a good value, what it parses to (None: not checked), a bad value
@@ -46,6 +53,7 @@ CASES: list[tuple[str, str, object, str | None]] = [
     ("ASYNQ_DLQ_RETENTION", "2160h", timedelta(days=90), "h"),
     ("ASYNQ_DLQ_MAX_SIZE", "500", 500, "0"),
     ("ASYNQ_MAX_PAYLOAD", "512KiB", 524288, "huge"),
+    ("ASYNQ_PUBLISH_REPLICAS", "2", 2, "-1"),
     ("ASYNQ_HEALTH_CHECK_INTERVAL", "5s", timedelta(seconds=5), "0"),
     ("ASYNQ_STATS_INTERVAL", "2.5s", timedelta(seconds=2.5), "1y"),
     ("API_TOKEN", "a-long-enough-api-token", None, None),
@@ -199,3 +207,23 @@ def test_malformed_durations_are_refused(text: str) -> None:
 def test_durations_print_in_their_shortest_form() -> None:
     assert format_duration(timedelta(minutes=90)) == "1h30m"
     assert format_duration(timedelta(milliseconds=250)) == "250ms"
+
+
+@pytest.mark.parametrize(
+    ("url", "variable", "expected"),
+    [
+        ("redis://localhost:6379/0", None, 0),
+        ("sentinel://s1:26379;sentinel://s2:26379/0?master_name=main", None, 1),
+        ("sentinel://s1:26379/0?master_name=main", "0", 0),
+        ("redis://localhost:6379/0", "2", 2),
+    ],
+)
+def test_a_publish_waits_for_one_replica_with_sentinel_unless_told(
+    url: str, variable: str | None, expected: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REDIS_URL", url)
+    if variable is None:
+        monkeypatch.delenv("ASYNQ_PUBLISH_REPLICAS", raising=False)
+    else:
+        monkeypatch.setenv("ASYNQ_PUBLISH_REPLICAS", variable)
+    assert replicas_to_wait(get_settings()) == expected

@@ -11,16 +11,22 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+
 from worker_app import keys
 from worker_app.broker import envelope
 from worker_app.broker.registry import script
-from worker_app.config import get_settings
+from worker_app.config import get_settings, replicas_to_wait
 from worker_app.errors import PayloadTooLarge
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -167,8 +173,79 @@ def publish(
     args: list[Any] = [placement(due, now), due or 0, message, keys.WAKE_CAP]
     if record is not None:
         args += record.args(now)
-    reply = script("publish")(client, [list_key], args, held=True)
+    replicas = min(replicas_to_wait(get_settings()), connected_replicas(client))
+    if replicas:
+        reply, confirmed = script("publish").replicated(
+            client, [list_key], args, replicas, keys.REPLICA_WAIT_MS
+        )
+        if confirmed < replicas:
+            settle_unconfirmed(client, replicas, confirmed)
+    else:
+        reply = script("publish")(client, [list_key], args, held=True)
     return reply.decode() if isinstance(reply, bytes) else str(reply or "")
+
+
+#: Seconds a count of the master's connected replicas is used before it is asked again.
+ROLE_EVERY = 1.0
+#: Seconds between two warnings that replicas did not confirm a publish.
+UNCONFIRMED_EVERY = 60.0
+
+
+class _Replicas:
+    """The master's connected replicas as last seen (``ROLE``), and when."""
+
+    count = 0
+    seen_at = -ROLE_EVERY
+    warned_at = -UNCONFIRMED_EVERY
+
+
+_replicas = _Replicas()
+
+
+def connected_replicas(client: Any) -> int:
+    """The replicas connected to ``client``'s server, asked at most once per ``ROLE_EVERY``.
+
+    A publish waits only for replicas that exist: with none connected, no failover can
+    promote one that lacks the job (a replica that connects later copies the master whole).
+    """
+    now = time.monotonic()
+    if now - _replicas.seen_at >= ROLE_EVERY:
+        _replicas.seen_at = now
+        try:
+            role = client.execute_command("ROLE")
+        except RedisError:
+            return _replicas.count  # the publish itself will meet the same trouble
+        _replicas.count = len(role[2]) if _text(role[0]) == "master" else 0
+    return _replicas.count
+
+
+def settle_unconfirmed(client: Any, replicas: int, confirmed: int) -> None:
+    """A publish that fewer than ``replicas`` replicas confirmed: refused when its server is no
+    longer the master (a failover demoted it, and what it took is discarded when it follows the
+    new one), else kept with a warning at most once a minute.
+
+    Raises:
+        RedisConnectionError: the server was demoted; the caller's retry publishes again on the
+            new master (through Sentinel).
+    """
+    _replicas.seen_at = -ROLE_EVERY  # ask again on the next publish
+    role = client.execute_command("ROLE")
+    if _text(role[0]) != "master":
+        raise RedisConnectionError("the master was demoted before a replica had the job")
+    if time.monotonic() - _replicas.warned_at < UNCONFIRMED_EVERY:
+        return
+    _replicas.warned_at = time.monotonic()
+    logger.warning(
+        "published, but %d of %d replica(s) confirmed it within %d ms: a failover now could "
+        "lose jobs published since (ASYNQ_PUBLISH_REPLICAS)",
+        confirmed,
+        replicas,
+        keys.REPLICA_WAIT_MS,
+    )
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def batch_args(

@@ -132,6 +132,20 @@ class Script:
             load_all(client)
             return run(client, command, resend=self.idempotent)
 
+    def replicated(
+        self, client: Any, own_keys: list[str], args: Any, replicas: int, timeout_ms: int
+    ) -> tuple[Any, int]:
+        """Run the script on this thread's own connection, then ``WAIT`` until ``replicas``
+        replicas have its writes (at most ``timeout_ms``), in the same round trip; returns the
+        script's reply and how many replicas confirmed."""
+        command = self.command(own_keys, list(args))
+        wait = pack_command("WAIT", replicas, timeout_ms)
+        try:
+            return run_held_waiting(client, command, wait, resend=self.idempotent)
+        except NoScriptError:
+            load_all(client)
+            return run_held_waiting(client, command, wait, resend=self.idempotent)
+
 
 class _Held(threading.local):
     """The connection a thread keeps for its publishes, outside any pool: a pool's check-out
@@ -145,6 +159,15 @@ class _Held(threading.local):
 _held = _Held()
 
 
+def _held_connection(client: Any) -> Any:
+    held = _held
+    pool = client.connection_pool
+    if held.pool is not pool or held.pid != os.getpid():
+        held.connection = pool.connection_class(**pool.connection_kwargs)
+        held.pool, held.pid = pool, os.getpid()
+    return held.connection
+
+
 def run_held(client: Any, command: bytes, *, resend: bool = False) -> Any:
     """:func:`run_packed` on this thread's own connection to ``client``'s server.
 
@@ -152,12 +175,16 @@ def run_held(client: Any, command: bytes, *, resend: bool = False) -> Any:
     made again after a fork or when the client's pool changes; one that failed is
     disconnected and reconnects on the next call. It closes when its thread ends.
     """
-    held = _held
-    pool = client.connection_pool
-    if held.pool is not pool or held.pid != os.getpid():
-        held.connection = pool.connection_class(**pool.connection_kwargs)
-        held.pool, held.pid = pool, os.getpid()
-    return _run_on(held.connection, command, resend)
+    return _run_on(_held_connection(client), command, resend)
+
+
+def run_held_waiting(
+    client: Any, command: bytes, wait: bytes, *, resend: bool = False
+) -> tuple[Any, int]:
+    """:func:`run_held` with a ``WAIT`` sent behind the command in the same write; returns
+    the command's reply and the ``WAIT``'s."""
+    reply, acked = _run_on(_held_connection(client), command, resend, then=wait)
+    return reply, int(acked)
 
 
 def run_packed(client: Any, command: bytes, *, resend: bool = False) -> Any:
@@ -175,17 +202,30 @@ def run_packed(client: Any, command: bytes, *, resend: bool = False) -> Any:
         pool.release(connection)
 
 
-def _run_on(connection: Any, command: bytes, resend: bool) -> Any:
+def _run_on(connection: Any, command: bytes, resend: bool, then: bytes | None = None) -> Any:
+    """Send ``command`` (and ``then`` behind it, whose reply is returned beside the
+    command's) on ``connection`` and read the reply."""
     for attempt in (1, 2):
         try:
-            connection.send_packed_command([command])
+            # Connected through the connection's own ``connect``: a Sentinel-managed one asks
+            # the sentinels for the master there (a send on a closed connection would connect
+            # to its default address instead).
+            connection.connect()
+            connection.send_packed_command([command, then] if then else [command])
         except (RedisConnectionError, OSError):
             connection.disconnect()
             if attempt == 2:
                 raise
             continue
         try:
-            return connection.read_response()
+            if then is None:
+                return connection.read_response()
+            try:
+                reply = connection.read_response()
+            except ResponseError:
+                connection.read_response()  # the second reply, to keep the connection in step
+                raise
+            return reply, connection.read_response()
         except ResponseError:
             raise
         except (RedisConnectionError, RedisTimeoutError, OSError):

@@ -102,9 +102,11 @@ class ProtocolChannel(FetchingChannel):
             yield client
             return
         this: Any = self
-        if this.connection is None:
+        if this.connection is None or this.connection.client is None or this._closing:
             # Closed by a failed publish that kombu's retry policy sends again on this same
-            # channel (it has no pool any more): the app's own client to the same Redis.
+            # channel (it has no pool any more), or closing (the acks it still holds are
+            # released on the way out, and kombu would build a pool from a connection that may
+            # be gone): the app's own client to the same Redis.
             yield get_redis()
             return
         cached = this._sync_client

@@ -21,13 +21,19 @@ from worker_app.errors import WorkerAppError
 @click.option(
     "--api-port", default=8000, show_default=True, help="Port of the job API (0: no API)."
 )
-def dev_command(demo: bool, api_port: int) -> None:
+@click.option(
+    "--sentinel",
+    is_flag=True,
+    help="Run on a private Redis Sentinel set (1 master, 1 replica, 3 sentinels) to try failover.",
+)
+def dev_command(demo: bool, api_port: int, sentinel: bool) -> None:
     """The job API, an embedded worker on every queue and the scheduler of periodic jobs, in one
     process (starts a private Redis if needed)."""
     # Imported when it runs, not when the CLI starts (a probe runs it every few seconds).
     from worker_app.cli.devredis import ensure_redis
+    from worker_app.cli.devsentinel import ensure_sentinel
 
-    with ensure_redis() as redis_url:
+    with ensure_sentinel() if sentinel else ensure_redis() as redis_url:
         if redis_url is not None:
             _use_redis(redis_url)
         # Imported when it runs, not when the CLI starts (a probe runs it every few seconds).

@@ -45,6 +45,8 @@ class RedisServer:
         self.port = free_port()
         self.appendonly = appendonly
         self.password = password
+        #: More ``redis-server`` arguments (``--replicaof host port``, ...).
+        self.extra_args: list[str] = []
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -75,6 +77,7 @@ class RedisServer:
             "--dir",
             str(self.directory.resolve()),
             *(["--requirepass", self.password] if self.password else []),
+            *self.extra_args,
         ]
         with open(self.directory / "redis.log", "ab") as log:
             # A session of its own: Ctrl-C in the terminal must not stop it before we do.

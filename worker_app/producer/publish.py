@@ -35,14 +35,15 @@ from worker_app.broker.envelope import list_key
 from worker_app.broker.publish import (
     batch_args,
     check_size,
+    connected_replicas,
     due_at,
     placement,
-    publish_batch,
+    settle_unconfirmed,
 )
 from worker_app.broker.queues import check_queue
-from worker_app.broker.registry import script
+from worker_app.broker.registry import load_all, pack_command, script
 from worker_app.celery import app, get_task
-from worker_app.config import get_settings
+from worker_app.config import get_settings, replicas_to_wait
 from worker_app.errors import BrokerUnavailable
 from worker_app.jobs import records
 from worker_app.jobs.payload import Payload, kwargs_of
@@ -282,6 +283,37 @@ def publish_one(
     )
 
 
+def _settle(
+    client: Any, sender: _Sender, calls: list[tuple[list[str], list[Any]]], name: str
+) -> None:
+    """Read the replies of the batch calls ``sender`` sent, run again the calls refused for want
+    of the script (they did nothing), then wait for ``ASYNQ_PUBLISH_REPLICAS`` replicas.
+
+    Raises:
+        BrokerUnavailable: Redis refused a call.
+    """
+    again = []
+    for call, result in zip(calls, sender.replies(), strict=True):
+        if isinstance(result, NoScriptError):
+            again.append(call)
+        elif isinstance(result, Exception):
+            raise BrokerUnavailable(f"could not publish {name} jobs: {result}")
+    if again:
+        load_all(client)
+        for call in again:
+            sender.send(script("publish_batch").command(*call))
+        for result in sender.replies():
+            if isinstance(result, Exception):
+                raise BrokerUnavailable(f"could not publish {name} jobs: {result}")
+    # WAIT counts this connection's writes: it goes on the same one.
+    replicas = min(replicas_to_wait(get_settings()), connected_replicas(client))
+    if replicas:
+        sender.send(pack_command("WAIT", replicas, keys.REPLICA_WAIT_MS))
+        confirmed = int(sender.replies()[0])
+        if confirmed < replicas:
+            settle_unconfirmed(client, replicas, confirmed)
+
+
 def enqueue_many(
     task: Any,
     payloads: Iterable[Payload],
@@ -344,13 +376,7 @@ def enqueue_many(
                     )
                     calls.append(call)
                     sender.send(script("publish_batch").command(*call))
-                results = sender.replies()
-                # A call refused for want of the script did nothing at all: run it again.
-                for call, result in zip(calls, results, strict=True):
-                    if isinstance(result, NoScriptError):
-                        publish_batch(client, *call)
-                    elif isinstance(result, Exception):
-                        raise BrokerUnavailable(f"could not publish {target.name} jobs: {result}")
+                _settle(client, sender, calls, target.name)
         except (RedisError, OSError) as exc:
             raise BrokerUnavailable(
                 f"could not publish {len(batch)} {target.name} job(s): Redis unreachable ({exc})"
