@@ -18,6 +18,56 @@ SOCKET_CONNECT_TIMEOUT = 5.0
 HEALTH_CHECK_INTERVAL = 25
 
 
+#: Seconds a start-up check waits for each Sentinel to answer.
+SENTINEL_CHECK_TIMEOUT = 2.0
+
+
+def sentinel_nodes(url: str) -> list[tuple[str, int]]:
+    """The (host, port) of every Sentinel a ``sentinel://`` URL names."""
+    parts = [urlsplit(part) for part in url.split(";")]
+    return [(part.hostname or "localhost", part.port or 26379) for part in parts]
+
+
+def check_sentinel(settings: Settings) -> None:
+    """Stop a process at start, with one line, when ``REDIS_URL`` names Sentinels of which none
+    answers, or which know no master by the URL's ``master_name``. Nothing for other URLs.
+
+    Raises:
+        SystemExit: with that line.
+    """
+    url = settings.redis_url
+    if not url.startswith("sentinel://"):
+        return
+    nodes = sentinel_nodes(url)
+    password = urlsplit(url.split(";")[0]).password
+    name = sentinel_master(url) or ""
+    answered = []
+    for host, port in nodes:
+        client = redis.Redis(
+            host=host,
+            port=port,
+            password=password,
+            socket_timeout=SENTINEL_CHECK_TIMEOUT,
+            socket_connect_timeout=SENTINEL_CHECK_TIMEOUT,
+        )
+        try:
+            address = client.sentinel_get_master_addr_by_name(name)
+        except redis.RedisError:
+            continue
+        finally:
+            client.close()
+        if address:
+            return
+        answered.append(f"{host}:{port}")
+    where = ", ".join(f"{host}:{port}" for host, port in nodes)
+    if not answered:
+        raise SystemExit(f"error: REDIS_URL: no Sentinel answers at {where}")
+    raise SystemExit(
+        f"error: REDIS_URL: the Sentinels at {', '.join(answered)} know no master named "
+        f"{name!r} (?master_name=); check the name they monitor (SENTINEL MASTERS)"
+    )
+
+
 def connect(settings: Settings) -> redis.Redis:
     """A client for ``settings.redis_url`` with the same timeouts as the broker connection."""
     url = settings.redis_url
@@ -30,7 +80,7 @@ def connect(settings: Settings) -> redis.Redis:
     if not url.startswith("sentinel://"):
         return redis.Redis.from_url(url, **options)
     parts = [urlsplit(part) for part in url.split(";")]
-    nodes = [(part.hostname or "localhost", part.port or 26379) for part in parts]
+    nodes = sentinel_nodes(url)
     db = int(parts[-1].path.strip("/") or 0)
     # redis-py's sentinel module has no annotations.
     sentinel = Sentinel(nodes, sentinel_kwargs={"password": parts[0].password}, **options)  # type: ignore[no-untyped-call]

@@ -7,18 +7,21 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import redis
 
-from tests.helpers.env import ROOT, child_env, wait_until
-from tests.helpers.processes import Worker
-from worker_app.cli.devredis import RedisServer
+from tests.helpers.env import BIN, ROOT, child_env, wait_until
+from tests.helpers.processes import API_TOKEN, ApiServer, Worker
+from worker_app.cli.devredis import RedisServer, free_port
 from worker_app.cli.devsentinel import SentinelSet
 
 pytestmark = pytest.mark.fault
@@ -44,6 +47,41 @@ def _producer(run: str, env: dict[str, str], stop_file: Path) -> subprocess.Pope
     )
 
 
+class ApiLoad:
+    """``POST /api/jobs`` every 20 ms from a thread of the test: answers by status code, and the
+    ids of the jobs it accepted."""
+
+    def __init__(self, api: ApiServer, run: str) -> None:
+        self.api, self.run = api, run
+        self.codes: Counter[int] = Counter()
+        self.accepted: list[str] = []
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._post, daemon=True)
+
+    def _post(self) -> None:
+        headers = {"Authorization": f"Bearer {API_TOKEN}"}
+        body = {"type": "e2e.ledger", "payload": {"run": self.run}}
+        with httpx.Client(base_url=self.api.url, headers=headers, timeout=15) as client:
+            while not self.stopping.is_set():
+                try:
+                    answer = client.post("/api/jobs", json=body)
+                except httpx.HTTPError:
+                    self.codes[0] += 1  # no answer at all
+                else:
+                    self.codes[answer.status_code] += 1
+                    if answer.status_code == 202:
+                        self.accepted.append(answer.json()["id"])
+                time.sleep(0.02)
+
+    def __enter__(self) -> ApiLoad:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stopping.set()
+        self.thread.join(30)
+
+
 def _ledger_counts(ledger: redis.Redis, run: str) -> dict[str, int]:
     return {str(k): int(v) for k, v in ledger.hgetall(f"ledger:{run}").items()}
 
@@ -55,16 +93,23 @@ def _through_a_failover(
     ledger = redis.Redis.from_url(redis_server.url, decode_responses=True)
     env = child_env(REDIS_URL=sentinels.url, LEDGER_URL=redis_server.url)
     workers = [Worker(tmp_path / f"worker-{n}.log", env, concurrency=2).start() for n in (1, 2)]
+    api = ApiServer(tmp_path / "api.log", child_env(REDIS_URL=sentinels.url, API_TOKEN=API_TOKEN))
+    api.start()
     stop_file = tmp_path / "stop"
     producer = _producer(run, env, stop_file)
     try:
-        quarter = JOBS // 4
-        wait_until(lambda: len(_ledger_counts(ledger, run)) >= quarter, 60, "a quarter of the jobs")
-        switched_at = time.monotonic()
-        switch()
-        out, _ = producer.communicate(timeout=180)
+        with ApiLoad(api, run) as load:
+            quarter = JOBS // 4
+            wait_until(
+                lambda: len(_ledger_counts(ledger, run)) >= quarter, 60, "a quarter of the jobs"
+            )
+            switched_at = time.monotonic()
+            switch()
+            out, _ = producer.communicate(timeout=180)
+            before = load.codes[202]
+            wait_until(lambda: load.codes[202] > before + 5, 30, "the API to accept jobs again")
         report = json.loads(out.strip().splitlines()[-1])
-        acknowledged = set(report["ids"])
+        acknowledged = set(report["ids"]) | set(load.accepted)
         wait_until(
             lambda: acknowledged <= set(_ledger_counts(ledger, run)), 120, "every acknowledged job"
         )
@@ -76,6 +121,7 @@ def _through_a_failover(
             "seconds_without_service": round(report["longest_gap"], 2),
             "publish_errors": report["errors"],
             "after_switch": round(time.monotonic() - switched_at, 1),
+            "api_answers": dict(load.codes),
         }
         print(f"\nfailover figures: {figures}")
         return figures
@@ -85,15 +131,17 @@ def _through_a_failover(
             producer.kill()
         for worker in workers:
             worker.stop()
+        api.stop()
 
 
 def test_a_planned_failover_loses_no_acknowledged_job(
     sentinels: SentinelSet, redis_server: RedisServer, tmp_path: Path
 ) -> None:
     figures = _through_a_failover(sentinels, redis_server, tmp_path, sentinels.failover)
-    assert figures["acknowledged"] == JOBS
+    assert figures["acknowledged"] >= JOBS
     assert figures["lost"] == 0
     assert figures["seconds_without_service"] < 10
+    assert set(figures["api_answers"]) <= {202, 503}
 
 
 def test_the_master_killed_mid_run_loses_no_acknowledged_job(
@@ -105,6 +153,44 @@ def test_the_master_killed_mid_run_loses_no_acknowledged_job(
         sentinels.wait_new_master(before)
 
     figures = _through_a_failover(sentinels, redis_server, tmp_path, kill)
-    assert figures["acknowledged"] == JOBS
+    assert figures["acknowledged"] >= JOBS
     assert figures["lost"] == 0
     assert figures["seconds_without_service"] < 15
+    assert set(figures["api_answers"]) <= {202, 503}
+
+
+def _starts(command: list[str], url: str) -> subprocess.CompletedProcess[str]:
+    env = child_env(REDIS_URL=url)
+    return subprocess.run(
+        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+PROCESSES = {
+    "worker": [str(BIN / "celery"), "-A", "worker_app", "worker"],
+    "beat": [str(BIN / "celery"), "-A", "worker_app", "beat"],
+    "api": [str(BIN / "uvicorn"), "worker_app.api:app", "--port", "0"],
+    "cli": [str(BIN / "worker-app"), "queues"],
+}
+
+
+@pytest.mark.parametrize("process", list(PROCESSES))
+def test_sentinels_that_do_not_answer_stop_every_process_with_one_line(process: str) -> None:
+    port = free_port()
+    done = _starts(PROCESSES[process], f"sentinel://127.0.0.1:{port}/0?master_name=mymaster")
+    assert done.returncode != 0
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: REDIS_URL: no Sentinel answers at 127.0.0.1:{port}"], done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+
+
+@pytest.mark.parametrize("process", list(PROCESSES))
+def test_a_wrong_master_name_stops_every_process_with_one_line(
+    process: str, sentinels: SentinelSet
+) -> None:
+    url = sentinels.url.replace("master_name=mymaster", "master_name=other")
+    done = _starts(PROCESSES[process], url)
+    assert done.returncode != 0
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "know no master named 'other'" in errors[0], done.stderr
+    assert "Traceback" not in done.stderr + done.stdout

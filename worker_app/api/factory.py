@@ -23,7 +23,7 @@ from worker_app.api.schemas import errors
 from worker_app.config import get_settings
 from worker_app.errors import BrokerUnavailable, PayloadTooLarge, WorkerAppError
 from worker_app.observability import tracing
-from worker_app.redis_client import get_redis
+from worker_app.redis_client import check_sentinel, get_redis
 
 logger = logging.getLogger(__name__)
 bearer = HTTPBearer(auto_error=False)
@@ -51,6 +51,7 @@ def _error(status: int, message: str, **details: Any) -> JSONResponse:
 def create_app() -> FastAPI:
     """Build the API (settings are read once, when it is created)."""
     settings = get_settings()
+    check_sentinel(settings)
     if settings.api_token is None:
         logger.warning("API_TOKEN is not set: the job API accepts requests without a token")
     api = FastAPI(

@@ -63,28 +63,43 @@ def dev_command(demo: bool, api_port: int, sentinel: bool) -> None:
                 raise
         finally:
             if api is not None:
-                api.should_exit = True
+                # Stopped and joined before the interpreter exits: an event loop still running
+                # in a daemon thread during finalization can crash the process.
+                server, thread = api
+                server.should_exit = True
+                thread.join(API_STOP_TIMEOUT)
             if relay is not None:
                 relay.set()
 
 
-def _start_api(port: int) -> Any:
+#: Seconds the embedded API gets to stop when the development worker exits.
+API_STOP_TIMEOUT = 5.0
+
+
+def _start_api(port: int) -> tuple[Any, threading.Thread]:
     """Serve the job API from a thread of this process; the worker keeps the main thread."""
     # Imported when it runs, not when the CLI starts (a probe runs it every few seconds).
     import uvicorn
 
     from worker_app.api import create_app
 
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_config=None, access_log=False)
+    config = uvicorn.Config(
+        create_app(),
+        host="127.0.0.1",
+        port=port,
+        log_config=None,
+        access_log=False,
+        loop="asyncio",  # in a thread of a process that forks its pool: the standard loop
     )
-    threading.Thread(target=server.run, name="api", daemon=True).start()
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="api", daemon=True)
+    thread.start()
     click.echo(
         f"dev: job API at http://127.0.0.1:{port}/docs (jobs: /api/jobs, dead letters: /api/dlq); "
         "Flower: celery -A worker_app flower, then http://127.0.0.1:5555"
     )
     click.echo(f"dev: operator console at http://127.0.0.1:{port}/ui (queues, jobs, dead letters)")
-    return server
+    return server, thread
 
 
 def _start_relay() -> Any:

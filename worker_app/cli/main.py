@@ -18,6 +18,7 @@ from worker_app.cli.common import fail
 from worker_app.cli.dev import dev_command
 from worker_app.config import ConfigError, get_settings
 from worker_app.errors import WorkerAppError
+from worker_app.redis_client import check_sentinel
 
 
 class LazyGroup(click.Group):
@@ -36,9 +37,17 @@ class LazyGroup(click.Group):
         return super().get_command(ctx, cmd_name)
 
 
+#: Commands that need no Redis (``dev --sentinel`` starts its own).
+NO_REDIS = frozenset({"config", "dev"})
+
+
 @click.group(cls=LazyGroup)
-def cli() -> None:
+@click.pass_context
+def cli(ctx: click.Context) -> None:
     """Operate worker_app: configuration, enqueueing, the development worker."""
+    if ctx.invoked_subcommand not in NO_REDIS:
+        # Sentinels that do not answer, or know no such master: one line, before any command.
+        check_sentinel(get_settings())
 
 
 cli.add_command(dev_command)

@@ -16,8 +16,10 @@ from typing import Any
 
 from redbeat import RedBeatScheduler
 
+from worker_app.config import get_settings
 from worker_app.errors import WorkerAppError
 from worker_app.flow import schedules
+from worker_app.redis_client import check_sentinel
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +33,7 @@ class Scheduler(RedBeatScheduler):  # type: ignore[misc]
         problems = schedules.check_all()
         if problems:
             raise SystemExit("\n".join(f"configuration error: {line}" for line in problems))
+        check_sentinel(get_settings())
         self.app.conf.beat_schedule = {
             entry.name: {"task": entry.task, "schedule": entry.timing, "kwargs": {}}
             for entry in schedules.SCHEDULES.values()

@@ -29,13 +29,15 @@ from worker_app.jobs import records
 from worker_app.observability import lifecycle, tracing
 from worker_app.observability.logs import JobContext, bind_job, clear_job, configure_logging
 from worker_app.observability.tracing import trace_id_of
-from worker_app.redis_client import get_redis
+from worker_app.redis_client import check_sentinel, get_redis
 
 
 @celeryd_init.connect
 def _on_worker_init(options: dict[str, Any] | None = None, **_: Any) -> None:
-    # Before the worker selects its queues or connects: an unknown -Q is one line, not a trace.
+    # Before the worker selects its queues or connects: an unknown -Q, Sentinels that do not
+    # answer or know no such master are one line each, not a trace.
     check_worker_queues((options or {}).get("queues"))
+    check_sentinel(get_settings())
 
 
 @setup_logging.connect
