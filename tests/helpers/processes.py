@@ -44,6 +44,7 @@ class Worker:
         *,
         root: Path = ROOT,
         bin_dir: Path = BIN,
+        prefix: tuple[str, ...] | list[str] = (),
     ):
         self.log_path = log_path
         self.env = env
@@ -51,6 +52,8 @@ class Worker:
         self.concurrency = concurrency
         self.root = root
         self.bin_dir = bin_dir
+        #: Runs the worker through this command (``ip netns exec <host>``: another host).
+        self.prefix = list(prefix)
         self.name = f"test-{uuid.uuid4().hex[:8]}"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -61,6 +64,7 @@ class Worker:
 
     def start(self, timeout: float = 60.0) -> Self:
         argv = [
+            *self.prefix,
             str(self.bin_dir / "celery"),
             "-A",
             "worker_app",

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
+import yaml
 
 from tests.helpers.env import BIN, ROOT, child_env, wait_until
 from tests.helpers.processes import API_TOKEN, ApiServer, Worker
@@ -194,3 +195,36 @@ def test_a_wrong_master_name_stops_every_process_with_one_line(
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "know no master named 'other'" in errors[0], done.stderr
     assert "Traceback" not in done.stderr + done.stdout
+
+
+def test_the_compose_sentinel_configuration_runs_and_finds_the_master(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """The script compose's Sentinels start with, run here against the session's Redis (its
+    host, port and file moved): the Sentinel it starts names that server as master ``main``."""
+    data = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    script: str = data["services"]["sentinel-1"]["command"][0]
+    port = free_port()
+    config = tmp_path / "sentinel.conf"
+    script = (
+        script.replace("port 26379", f"port {port}")
+        .replace("main redis 6379", f"main 127.0.0.1 {redis_server.port}")
+        .replace("/tmp/sentinel.conf", str(config))
+    )
+    with open(tmp_path / "sentinel.log", "wb") as log:
+        process = subprocess.Popen(["sh", "-c", script], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        client = redis.Redis(port=port, socket_timeout=2, decode_responses=True)
+
+        def found() -> bool:
+            try:
+                return bool(client.sentinel_get_master_addr_by_name("main"))
+            except redis.RedisError:
+                return False
+
+        wait_until(found, 30, "the sentinel to name the master")
+        address: Any = client.sentinel_get_master_addr_by_name("main")
+        assert (address[0], int(address[1])) == ("127.0.0.1", redis_server.port)
+    finally:
+        process.terminate()
+        process.wait(10)

@@ -59,6 +59,10 @@ def check_celery_command(argv: list[str]) -> None:
 def test_compose_services_match_the_code() -> None:
     data = compose()
     services = data["services"]
+    ha = {name for name, service in services.items() if service.get("profiles") == ["sentinel"]}
+    assert ha == {"redis-replica", "sentinel-1", "sentinel-2", "sentinel-3"}
+    for name in ha:
+        assert "healthcheck" in services.pop(name), name
     assert set(services) == {"redis", "worker", "beat", "flower", "web", "relay"}
     redis = services["redis"]
     assert "--appendonly" in command_of(redis) and "yes" in command_of(redis)
@@ -79,6 +83,19 @@ def test_compose_services_match_the_code() -> None:
             assert service["depends_on"]["redis"]["condition"] == "service_healthy"
             assert set(service.get("environment", {})) <= FIELDS
     assert services["flower"]["ports"] == [f"{Settings.model_fields['flower_port'].default}:5555"]
+
+
+def test_the_sentinel_profile_watches_the_master_with_a_quorum() -> None:
+    services = compose()["services"]
+    replica = command_of(services["redis-replica"])
+    assert replica[replica.index("--replicaof") + 1 :][:2] == ["redis", "6379"]
+    for n in (1, 2, 3):
+        script = services[f"sentinel-{n}"]["command"][0]
+        assert "sentinel monitor main redis 6379 2" in script
+        assert "--sentinel" in script
+    # The processes reach them through COMPOSE_REDIS_URL; plain Redis when it is unset.
+    url = compose()["x-app"]["environment"]["REDIS_URL"]
+    assert url == "${COMPOSE_REDIS_URL:-redis://redis:6379/0}"
 
 
 def test_the_worker_outlives_its_shutdown_timeout_before_compose_kills_it() -> None:

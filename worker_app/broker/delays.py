@@ -9,7 +9,6 @@ onto their lists in one script (``release.lua``): exactly one release, nothing l
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from worker_app import keys
@@ -21,7 +20,7 @@ def release_due(client: Any) -> int:
     """Release every parked message due now onto its list; returns how many."""
     total = 0
     while True:
-        moved = int(script("release")(client, [], [time.time(), keys.RELEASE_BATCH, keys.WAKE_CAP]))
+        moved = int(script("release")(client, [], [keys.RELEASE_BATCH, keys.WAKE_CAP]))
         total += moved
         if moved < keys.RELEASE_BATCH:
             return total

@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 from kombu.asynchronous import get_event_loop
@@ -26,7 +25,7 @@ from redis.exceptions import ResponseError
 
 from worker_app import keys
 from worker_app.broker.fetch import START_HOLD
-from worker_app.broker.sweep import restore
+from worker_app.broker.sweep import restore, server_time
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +55,9 @@ class QoS(kombu_redis.QoS):
             delivery = message.delivery_info
             value = kombu_dumps([message._raw, delivery["exchange"], delivery["routing_key"]])
             with channel.conn_or_acquire() as client:
+                lease = server_time(client)  # leases are scored by the server's clock
                 pipe = client.pipeline()
-                pipe.zadd(keys.HELD_INDEX, {delivery_tag: time.time()})
+                pipe.zadd(keys.HELD_INDEX, {delivery_tag: lease})
                 pipe.hset(keys.HELD, delivery_tag, value)
                 pipe.execute()
         _virtual_append(self, message, delivery_tag)

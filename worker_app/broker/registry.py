@@ -253,6 +253,7 @@ SCRIPTS: dict[str, bool] = {
     "publish_batch": False,
     "fetch": False,
     "release": True,
+    "renew": True,
     "restore": True,
     "start": False,
     "finish": True,

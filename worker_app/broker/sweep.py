@@ -99,9 +99,15 @@ def restore(
     return done
 
 
+def server_time(client: Any) -> float:
+    """Redis's clock (``TIME``), the one leases are scored by."""
+    seconds, micros = client.time()
+    return float(seconds) + float(micros) / 1_000_000
+
+
 def sweep(client: Any, visibility_timeout: float, limit: int = 1000) -> list[Restored]:
     """Restore every message whose lease expired (its worker was lost); log each."""
-    ceiling = time.time() - visibility_timeout
+    ceiling = server_time(client) - visibility_timeout  # leases are scored by its clock
     tags = [_text(t) for t in client.zrangebyscore(keys.HELD_INDEX, "-inf", ceiling, 0, limit)]
     if not tags:
         return []

@@ -20,6 +20,7 @@ from worker_app import keys
 from worker_app.broker.delays import release_due
 from worker_app.broker.qos import CARRIED
 from worker_app.broker.queues import queue_stats
+from worker_app.broker.registry import script
 from worker_app.broker.sweep import end_orphan, orphans, sweep
 from worker_app.config import get_settings
 from worker_app.dlq.capture import LOST, dead_letter_lost
@@ -249,9 +250,8 @@ class LeaseRenewer(PeriodicThread):
         tags = [*(delivered or ()), *CARRIED]
         if not tags:
             return 0
-        now = time.time()
-        changed = get_redis().zadd(keys.HELD_INDEX, dict.fromkeys(tags, now), xx=True, ch=True)
-        return int(changed or 0)
+        # Scored by the server's clock (renew.lua), as the fetch holds them.
+        return int(script("renew")(get_redis(), [], tags) or 0)
 
 
 class HeldSweeper(PeriodicThread):

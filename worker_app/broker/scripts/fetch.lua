@@ -4,7 +4,7 @@
 -- same atomic step, starting its job. Nothing is ever taken off a list without being held.
 --
 -- KEYS (after the prelude's): per queue, its lists in priority order (``steps`` of them).
--- ARGV: now, now as ISO text, worker name, retention seconds, number of queues, steps, slots,
+-- ARGV: now (the worker's clock, for job records), now as ISO text, worker name, retention seconds, number of queues, steps, slots,
 --   number of acks; the queue names; per queue '1' to hold what is taken from it, '0' not (a
 --   consumer without acks); per slot the queue order (1-based queue positions); per ack its
 --   tag, job id and outcome: 'succeeded' (the job ends so), 'ended' (the task ended otherwise
@@ -21,6 +21,10 @@
 --   A 'poison' message (its runs died H.poison_deaths times in a row) is held, not to be run:
 --   the worker dead-letters it.
 local now, now_iso, hostname, retention = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+-- Leases are scored by the server's clock, never a host's: a host whose clock is off, or a
+-- fetch the network held back, cannot hold a message under a lease already expired.
+local clock = redis.call('TIME')
+local lease = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 local nq, steps, slots = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local nacks = tonumber(ARGV[8])
 local orders_at = 8 + 2 * nq  -- the orders follow this argument
@@ -71,7 +75,7 @@ end
 
 local function hold_raw(list, item)
   local tag = H.raw_tag .. redis.sha1hex(item)
-  redis.call('ZADD', K.held_index, now, tag)
+  redis.call('ZADD', K.held_index, lease, tag)
   redis.call('HSET', K.held_raw, tag, list .. '\n' .. item)
   return 'bad', tag
 end
@@ -90,7 +94,7 @@ local function hold(list, queue, item, keep)
   else
     verdict = 'held'
   end
-  redis.call('ZADD', K.held_index, now, tag)
+  redis.call('ZADD', K.held_index, lease, tag)
   local exchange = msg.properties.delivery_info.exchange
   if type(exchange) ~= 'string' then exchange = '' end
   -- As kombu holds a message: [envelope, exchange, routing key]; the routing key is the queue
