@@ -15,9 +15,9 @@ from tests.helpers.env import BIN, ROOT, child_env
 class Beat:
     """A ``celery -A tests.helpers.e2e_beat beat`` process running the given schedules."""
 
-    def __init__(self, log_path: Path, schedules: list[dict[str, Any]]) -> None:
+    def __init__(self, log_path: Path, schedules: list[dict[str, Any]], **env: str) -> None:
         self.log_path = log_path
-        self.env = child_env(E2E_SCHEDULES=json.dumps(schedules))
+        self.env = child_env(E2E_SCHEDULES=json.dumps(schedules), **env)
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Beat:

@@ -20,6 +20,7 @@ import pytest
 import redis
 import yaml
 
+from tests.helpers.beat import Beat
 from tests.helpers.env import BIN, ROOT, child_env, wait_until
 from tests.helpers.processes import API_TOKEN, ApiServer, Worker
 from worker_app.cli.devredis import RedisServer, free_port
@@ -83,12 +84,26 @@ class ApiLoad:
         self.thread.join(30)
 
 
+def _slots_sent(beat: Beat) -> list[str]:
+    """The slot ids the scheduler sent (each sent once: a slot is its job's id)."""
+    sent = [
+        line.rsplit(" ", 1)[1] for line in beat.log().splitlines() if ": enqueued periodic:" in line
+    ]
+    assert len(sent) == len(set(sent)), sent
+    return sent
+
+
 def _ledger_counts(ledger: redis.Redis, run: str) -> dict[str, int]:
     return {str(k): int(v) for k, v in ledger.hgetall(f"ledger:{run}").items()}
 
 
 def _through_a_failover(
-    sentinels: SentinelSet, redis_server: RedisServer, tmp_path: Path, switch: Any
+    sentinels: SentinelSet,
+    redis_server: RedisServer,
+    tmp_path: Path,
+    switch: Any,
+    *,
+    beat_goes_on: bool = True,
 ) -> dict[str, Any]:
     run = uuid.uuid4().hex
     ledger = redis.Redis.from_url(redis_server.url, decode_responses=True)
@@ -96,6 +111,15 @@ def _through_a_failover(
     workers = [Worker(tmp_path / f"worker-{n}.log", env, concurrency=2).start() for n in (1, 2)]
     api = ApiServer(tmp_path / "api.log", child_env(REDIS_URL=sentinels.url, API_TOKEN=API_TOKEN))
     api.start()
+    # A periodic job every second through the failover: each slot runs once.
+    # (On `critical`: behind the load on `default`, a pending slot would make the next ones skip.)
+    every_second = {"name": f"tick-{run}", "task": "e2e.ledger", "every": "1s", "queue": "critical"}
+    beat = Beat(
+        tmp_path / "beat.log",
+        [{**every_second, "payload": {"run": f"{run}-beat"}}],
+        REDIS_URL=sentinels.url,
+        LEDGER_URL=redis_server.url,
+    ).start()
     stop_file = tmp_path / "stop"
     producer = _producer(run, env, stop_file)
     try:
@@ -109,12 +133,18 @@ def _through_a_failover(
             out, _ = producer.communicate(timeout=180)
             before = load.codes[202]
             wait_until(lambda: load.codes[202] > before + 5, 30, "the API to accept jobs again")
+        # The scheduler goes on after the switch (a call caught by it may wait out the socket
+        # timeout): three slots sent once its Redis answers again.
+        if beat_goes_on:
+            sent_before = len(_slots_sent(beat))
+            wait_until(lambda: len(_slots_sent(beat)) >= sent_before + 3, 60, "beat to send again")
         report = json.loads(out.strip().splitlines()[-1])
         acknowledged = set(report["ids"]) | set(load.accepted)
         wait_until(
             lambda: acknowledged <= set(_ledger_counts(ledger, run)), 120, "every acknowledged job"
         )
         counts = _ledger_counts(ledger, run)
+        slots = _ledger_counts(ledger, f"{run}-beat")
         figures = {
             "acknowledged": len(acknowledged),
             "lost": len(acknowledged - set(counts)),
@@ -123,6 +153,9 @@ def _through_a_failover(
             "publish_errors": report["errors"],
             "after_switch": round(time.monotonic() - switched_at, 1),
             "api_answers": dict(load.codes),
+            "periodic_slots_sent": len(_slots_sent(beat)),
+            "periodic_slots_run": len(slots),
+            "periodic_slots_run_twice": sum(1 for n in slots.values() if n > 1),
         }
         print(f"\nfailover figures: {figures}")
         return figures
@@ -133,6 +166,7 @@ def _through_a_failover(
         for worker in workers:
             worker.stop()
         api.stop()
+        beat.stop()
 
 
 def test_a_planned_failover_loses_no_acknowledged_job(
@@ -143,6 +177,7 @@ def test_a_planned_failover_loses_no_acknowledged_job(
     assert figures["lost"] == 0
     assert figures["seconds_without_service"] < 10
     assert set(figures["api_answers"]) <= {202, 503}
+    assert figures["periodic_slots_run_twice"] == 0
 
 
 def test_the_master_killed_mid_run_loses_no_acknowledged_job(
@@ -153,11 +188,14 @@ def test_the_master_killed_mid_run_loses_no_acknowledged_job(
         sentinels.kill_master()
         sentinels.wait_new_master(before)
 
-    figures = _through_a_failover(sentinels, redis_server, tmp_path, kill)
+    # A slot whose run the dead master had recorded may stay pending on the new one, and the
+    # schedule skips its next slots until that record is found orphaned: not awaited here.
+    figures = _through_a_failover(sentinels, redis_server, tmp_path, kill, beat_goes_on=False)
     assert figures["acknowledged"] >= JOBS
     assert figures["lost"] == 0
     assert figures["seconds_without_service"] < 15
     assert set(figures["api_answers"]) <= {202, 503}
+    assert figures["periodic_slots_run_twice"] == 0
 
 
 def _starts(command: list[str], url: str) -> subprocess.CompletedProcess[str]:
