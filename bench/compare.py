@@ -128,6 +128,7 @@ def produce(system: str, mode: str, jobs: int) -> None:
     delay, plain, batch = _producer(system)
     delay()  # connections, scripts and imports warmed up before the clock starts
     plain()
+    floor = _floor(broker) if mode == "floor" else None  # reads the warm-up's message
     before = Server.snapshot(broker)
     started = time.perf_counter()
     if mode == "delay":
@@ -138,8 +139,7 @@ def produce(system: str, mode: str, jobs: int) -> None:
             plain()
     elif mode == "batch":
         batch(jobs)
-    elif mode == "floor":
-        floor = _floor(broker)
+    elif floor is not None:
         for _ in range(jobs):
             floor()
     else:  # latency: one job at a time by .delay(), each carrying the time it was sent

@@ -83,3 +83,20 @@ def test_a_publish_whose_reply_is_late_is_sent_again_and_stored_once(
     finally:
         for job_id in (delay_id, enqueue_id):
             records.store().cancel(job_id)
+
+
+def test_a_new_id_sent_again_after_its_job_moved_on_is_not_pushed_again(
+    raw_redis: redis.Redis,
+) -> None:
+    """A publish of a generated id whose reply was lost, sent again once a worker has taken
+    the job: the record and the queue stay as the worker left them."""
+    job_id = str(uuid.uuid4())
+    headers = {"task": "e2e.ledger", "id": job_id, "retries": 0}
+    record = record_of(headers, [f"k:{job_id}"], {}, "low", new_id=True)
+    message = json.dumps({"headers": headers, "body": "", "id": job_id})
+    assert publish(raw_redis, "low", message, record=record) == ""
+    raw_redis.rpop("low")  # a worker took it ...
+    raw_redis.hset(f"worker_app:job:{job_id}", "status", "active")  # ... and started it
+    assert publish(raw_redis, "low", message, record=record) == "active"
+    assert raw_redis.llen("low") == 0
+    assert raw_redis.hget(f"worker_app:job:{job_id}", "status") == b"active"

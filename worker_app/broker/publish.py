@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from worker_app import keys
 from worker_app.broker import envelope
@@ -173,13 +173,14 @@ def publish(
     args: list[Any] = [placement(due, now), due or 0, message, keys.WAKE_CAP]
     if record is not None:
         args += record.args(now)
-    replicas = min(replicas_to_wait(get_settings()), connected_replicas(client))
+    replicas = replicas_to_wait(get_settings())
+    if replicas:  # only then is the server asked how many it has
+        replicas = min(replicas, connected_replicas(client))
     if replicas:
-        reply, confirmed = script("publish").replicated(
+        reply, confirmed, role = script("publish").replicated(
             client, [list_key], args, replicas, keys.REPLICA_WAIT_MS
         )
-        if confirmed < replicas:
-            settle_unconfirmed(client, replicas, confirmed)
+        settle_unconfirmed(replicas, confirmed, role)
     else:
         reply = script("publish")(client, [list_key], args, held=True)
     return reply.decode() if isinstance(reply, bytes) else str(reply or "")
@@ -191,10 +192,15 @@ ROLE_EVERY = 1.0
 UNCONFIRMED_EVERY = 60.0
 
 
+#: The count used when the server will not tell (``ROLE`` refused): any number asked for.
+ALL = 1 << 30
+
+
 class _Replicas:
     """The master's connected replicas as last seen (``ROLE``), and when."""
 
     count = 0
+    refused = False
     seen_at = -ROLE_EVERY
     warned_at = -UNCONFIRMED_EVERY
 
@@ -207,31 +213,45 @@ def connected_replicas(client: Any) -> int:
 
     A publish waits only for replicas that exist: with none connected, no failover can
     promote one that lacks the job (a replica that connects later copies the master whole).
+    A server that refuses ``ROLE`` (an ACL without it) is taken to have as many as asked for.
     """
     now = time.monotonic()
     if now - _replicas.seen_at >= ROLE_EVERY:
         _replicas.seen_at = now
         try:
             role = client.execute_command("ROLE")
+        except ResponseError as exc:
+            if not _replicas.refused:
+                _replicas.refused = True
+                logger.warning(
+                    "ROLE refused (%s): publishes wait for ASYNQ_PUBLISH_REPLICAS replicas "
+                    "whether connected or not; allow the command to the user (+role)",
+                    exc,
+                )
+            _replicas.count = ALL
+            return ALL
         except RedisError:
             return _replicas.count  # the publish itself will meet the same trouble
         _replicas.count = len(role[2]) if _text(role[0]) == "master" else 0
     return _replicas.count
 
 
-def settle_unconfirmed(client: Any, replicas: int, confirmed: int) -> None:
-    """A publish that fewer than ``replicas`` replicas confirmed: refused when its server is no
-    longer the master (a failover demoted it, and what it took is discarded when it follows the
-    new one), else kept with a warning at most once a minute.
+def settle_unconfirmed(replicas: int, confirmed: int, role: str) -> None:
+    """After a publish and its ``WAIT`` and ``ROLE`` on the same connection: refused when the
+    server is no longer the master (a failover demoted it, and what it took is discarded when
+    it follows the new one) or could not tell; kept, with a warning at most once a minute,
+    when fewer than ``replicas`` replicas confirmed.
 
     Raises:
-        RedisConnectionError: the server was demoted; the caller's retry publishes again on the
-            new master (through Sentinel).
+        RedisConnectionError: the server was demoted (or unreachable after the publish); the
+            caller's retry publishes again on the master (through Sentinel), and the publish
+            script's check by job id keeps a job from being pushed twice.
     """
+    if confirmed >= replicas:
+        return
     _replicas.seen_at = -ROLE_EVERY  # ask again on the next publish
-    role = client.execute_command("ROLE")
-    if _text(role[0]) != "master":
-        raise RedisConnectionError("the master was demoted before a replica had the job")
+    if role not in ("master", "unknown"):
+        raise RedisConnectionError(f"the publish's server is {role}, no longer the master")
     if time.monotonic() - _replicas.warned_at < UNCONFIRMED_EVERY:
         return
     _replicas.warned_at = time.monotonic()

@@ -134,10 +134,11 @@ class Script:
 
     def replicated(
         self, client: Any, own_keys: list[str], args: Any, replicas: int, timeout_ms: int
-    ) -> tuple[Any, int]:
+    ) -> tuple[Any, int, str]:
         """Run the script on this thread's own connection, then ``WAIT`` until ``replicas``
-        replicas have its writes (at most ``timeout_ms``), in the same round trip; returns the
-        script's reply and how many replicas confirmed."""
+        replicas have its writes (at most ``timeout_ms``) and ask the server's ``ROLE``, in the
+        same round trip; returns the script's reply, how many replicas confirmed and the role
+        (see :func:`run_held_waiting`)."""
         command = self.command(own_keys, list(args))
         wait = pack_command("WAIT", replicas, timeout_ms)
         try:
@@ -148,12 +149,12 @@ class Script:
 
 
 class _Held(threading.local):
-    """The connection a thread keeps for its publishes, outside any pool: a pool's check-out
-    probes the socket and takes a lock, a third of a one-command call's Python time."""
+    """The connections a thread keeps for its publishes, one per client pool, outside the
+    pools: a pool's check-out probes the socket and takes a lock, a third of a one-command
+    call's Python time."""
 
-    pool: Any = None
     pid = 0
-    connection: Any = None
+    connections: dict[int, tuple[Any, Any]] | None = None
 
 
 _held = _Held()
@@ -162,29 +163,56 @@ _held = _Held()
 def _held_connection(client: Any) -> Any:
     held = _held
     pool = client.connection_pool
-    if held.pool is not pool or held.pid != os.getpid():
-        held.connection = pool.connection_class(**pool.connection_kwargs)
-        held.pool, held.pid = pool, os.getpid()
-    return held.connection
+    if held.connections is None or held.pid != os.getpid():
+        held.connections, held.pid = {}, os.getpid()
+    kept = held.connections.get(id(pool))
+    if kept is None or kept[0] is not pool:
+        kept = held.connections[id(pool)] = (pool, pool.connection_class(**pool.connection_kwargs))
+    return kept[1]
 
 
 def run_held(client: Any, command: bytes, *, resend: bool = False) -> Any:
     """:func:`run_packed` on this thread's own connection to ``client``'s server.
 
     The connection has the pool's settings (timeouts, TLS, Sentinel, health checks) and is
-    made again after a fork or when the client's pool changes; one that failed is
-    disconnected and reconnects on the next call. It closes when its thread ends.
+    made again after a fork; one that failed is disconnected and reconnects on the next call.
+    It closes when its thread ends.
     """
     return _run_on(_held_connection(client), command, resend)
 
 
 def run_held_waiting(
     client: Any, command: bytes, wait: bytes, *, resend: bool = False
-) -> tuple[Any, int]:
-    """:func:`run_held` with a ``WAIT`` sent behind the command in the same write; returns
-    the command's reply and the ``WAIT``'s."""
-    reply, acked = _run_on(_held_connection(client), command, resend, then=wait)
-    return reply, int(acked)
+) -> tuple[Any, int, str]:
+    """:func:`run_held` with ``WAIT`` and ``ROLE`` sent behind the command in the same write,
+    on the same connection; returns the command's reply, the replicas that confirmed and the
+    server's role. Once the command's reply is read the command is never sent again: a lost
+    ``WAIT`` or ``ROLE`` reply reads as no replica and no longer the master."""
+    connection = _held_connection(client)
+    reply = _run_on(connection, command, resend, then=[wait, ROLE])
+    return reply, *_confirmation(connection)
+
+
+ROLE = b"*1\r\n$4\r\nROLE\r\n"
+
+
+def _confirmation(connection: Any) -> tuple[int, str]:
+    """Read the ``WAIT`` and ``ROLE`` replies that follow a command on ``connection``."""
+    replies: list[Any] = []
+    for _ in range(2):
+        try:
+            replies.append(connection.read_response())
+        except ResponseError as exc:  # WAIT or ROLE refused (an ACL without them)
+            replies.append(exc)
+        except (RedisConnectionError, RedisTimeoutError, OSError):
+            connection.disconnect()
+            return (replies[0] if replies and isinstance(replies[0], int) else 0), "unreachable"
+    acked, role = replies
+    acked = acked if isinstance(acked, int) else 0
+    if isinstance(role, ResponseError):
+        return acked, "unknown"
+    first = role[0] if isinstance(role, list | tuple) and role else role
+    return acked, first.decode() if isinstance(first, bytes) else str(first)
 
 
 def run_packed(client: Any, command: bytes, *, resend: bool = False) -> Any:
@@ -202,31 +230,29 @@ def run_packed(client: Any, command: bytes, *, resend: bool = False) -> Any:
         pool.release(connection)
 
 
-def _run_on(connection: Any, command: bytes, resend: bool, then: bytes | None = None) -> Any:
-    """Send ``command`` (and ``then`` behind it, whose reply is returned beside the
-    command's) on ``connection`` and read the reply."""
+def _run_on(connection: Any, command: bytes, resend: bool, then: list[bytes] | None = None) -> Any:
+    """Send ``command`` (and the commands ``then`` behind it, whose replies the caller reads
+    next) on ``connection`` and read the command's reply."""
     for attempt in (1, 2):
         try:
             # Connected through the connection's own ``connect``: a Sentinel-managed one asks
             # the sentinels for the master there (a send on a closed connection would connect
             # to its default address instead).
             connection.connect()
-            connection.send_packed_command([command, then] if then else [command])
+            connection.send_packed_command([command, *(then or ())])
         except (RedisConnectionError, OSError):
             connection.disconnect()
             if attempt == 2:
                 raise
             continue
         try:
-            if then is None:
-                return connection.read_response()
-            try:
-                reply = connection.read_response()
-            except ResponseError:
-                connection.read_response()  # the second reply, to keep the connection in step
-                raise
-            return reply, connection.read_response()
+            return connection.read_response()
         except ResponseError:
+            for _ in then or ():  # the replies behind it, to keep the connection in step
+                try:
+                    connection.read_response()
+                except ResponseError:
+                    pass
             raise
         except (RedisConnectionError, RedisTimeoutError, OSError):
             connection.disconnect()

@@ -37,15 +37,16 @@ class LazyGroup(click.Group):
         return super().get_command(ctx, cmd_name)
 
 
-#: Commands that need no Redis (``dev --sentinel`` starts its own).
-NO_REDIS = frozenset({"config", "dev"})
+#: Commands that need no Redis (``dev --sentinel`` starts its own), and ``health``: a probe
+#: must answer within its timeout, and it says unhealthy by itself when Redis is unreachable.
+NO_REDIS = frozenset({"config", "dev", "health"})
 
 
 @click.group(cls=LazyGroup)
 @click.pass_context
 def cli(ctx: click.Context) -> None:
     """Operate worker_app: configuration, enqueueing, the development worker."""
-    if ctx.invoked_subcommand not in NO_REDIS:
+    if ctx.invoked_subcommand is not None and ctx.invoked_subcommand not in NO_REDIS:
         # Sentinels that do not answer, or know no such master: one line, before any command.
         check_sentinel(get_settings())
 

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from redbeat import RedBeatScheduler
+from redis.exceptions import LockError
 
 from worker_app.config import get_settings
 from worker_app.errors import WorkerAppError
@@ -44,6 +45,19 @@ class Scheduler(RedBeatScheduler):  # type: ignore[misc]
             len(schedules.SCHEDULES),
             ", ".join(f"{e.name} ({e.describe})" for e in schedules.SCHEDULES.values()),
         )
+
+    def tick(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().tick(*args, **kwargs)
+        except LockError as exc:
+            # The lock's key is gone or another's: a Redis failover lost it (not replicated
+            # yet), or it lapsed while Redis was unreachable. redbeat stops the scheduler here;
+            # this one takes the lock again (waiting as a standby while another holds it) and
+            # goes on. Slots stay one run each: each is claimed by its job id.
+            logger.warning("beat: the scheduler lock was lost (%s); taking it again", exc)
+            self.lock.acquire()
+            logger.info("beat: Acquired lock")
+            return 0.0
 
     def apply_async(self, entry: Any, producer: Any = None, advance: bool = True, **_: Any) -> Any:
         declared = schedules.SCHEDULES.get(entry.name)

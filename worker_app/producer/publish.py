@@ -283,6 +283,10 @@ def publish_one(
     )
 
 
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def _settle(
     client: Any, sender: _Sender, calls: list[tuple[list[str], list[Any]]], name: str
 ) -> None:
@@ -306,12 +310,19 @@ def _settle(
             if isinstance(result, Exception):
                 raise BrokerUnavailable(f"could not publish {name} jobs: {result}")
     # WAIT counts this connection's writes: it goes on the same one.
-    replicas = min(replicas_to_wait(get_settings()), connected_replicas(client))
+    replicas = replicas_to_wait(get_settings())
+    if replicas:  # only then is the server asked how many it has
+        replicas = min(replicas, connected_replicas(client))
     if replicas:
         sender.send(pack_command("WAIT", replicas, keys.REPLICA_WAIT_MS))
-        confirmed = int(sender.replies()[0])
-        if confirmed < replicas:
-            settle_unconfirmed(client, replicas, confirmed)
+        sender.send(pack_command("ROLE"))
+        confirmed, role = sender.replies()
+        first = role[0] if isinstance(role, list) and role else role
+        settle_unconfirmed(
+            replicas,
+            0 if isinstance(confirmed, Exception) else int(confirmed),
+            "unknown" if isinstance(role, Exception) else _text(first),
+        )
 
 
 def enqueue_many(

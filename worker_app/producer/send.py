@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -92,6 +93,9 @@ _PARAMETERS = (
     "timeout",
 )
 
+#: Task attributes (Celery's exec options) that take a call to Celery's path when set.
+UNSERVED_PRESETS = ("exchange", "compression", "delivery_mode", "immediate", "mandatory")
+
 #: What a failed publish is retried on: the connection, never a refusal by Redis.
 _RETRIED = (RedisConnectionError, RedisTimeoutError, OSError)
 
@@ -99,6 +103,9 @@ _RETRIED = (RedisConnectionError, RedisTimeoutError, OSError)
 def served(task: Any, options: dict[str, Any]) -> bool:
     """Whether this path sends a call with ``options`` of ``task`` (else Celery does)."""
     if not options.keys() <= SERVED:
+        return False
+    preset = task._get_exec_options()  # the task's own routing attributes
+    if any(preset.get(name) is not None for name in UNSERVED_PRESETS):
         return False
     conf = task.app.conf
     return not (
@@ -296,7 +303,9 @@ def _deliver(
     if expiration is not None:
         properties["expiration"] = str(int(expiration * 1000))
     data = _json(body)
-    attempts = int(policy.get("max_retries") or 0) + 1 if retry else 1
+    # kombu's reading of the policy: max_retries None retries without end.
+    most = policy.get("max_retries")
+    attempts = (int(most) + 1 if most is not None else sys.maxsize) if retry else 1
     what = f"{name}[{headers.get('id')}]"
     record: Record | None = None
     now, before = time.time(), ""
@@ -321,8 +330,11 @@ def _deliver(
                 raise BrokerUnavailable(
                     f"could not publish {what}: Redis unreachable ({exc})"
                 ) from exc
-            step = float(policy.get("interval_step", 0.2))
-            time.sleep(min(float(policy.get("interval_max", 1)), step * attempt))
+            start, step = (
+                float(policy.get("interval_start", 0)),
+                float(policy.get("interval_step", 0.2)),
+            )
+            time.sleep(min(float(policy.get("interval_max", 1)), start + step * attempt))
         except RedisError as exc:
             raise BrokerUnavailable(f"could not publish {what}: {exc}") from exc
     after_task_publish.send(sender=name, body=body, headers=headers, exchange="", routing_key=qname)

@@ -17,6 +17,9 @@ local old = ''
 if #ARGV > 4 and mode ~= 'none' then
   local status, attempts = unpack(redis.call('HMGET', K.job .. ARGV[5], 'status', 'attempts'))
   if status and WAITING[status] and attempts == ARGV[11] then return status end
+  -- An id generated for this publish ('new') has a record only if this publish ran already
+  -- (sent again after its reply was lost): whatever its job did since, nothing more to do.
+  if status and ARGV[13] == 'new' then return status end
 end
 if #ARGV > 4 then
   old = publish_record(ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12],
