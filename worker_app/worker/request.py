@@ -17,6 +17,7 @@ failed at once; here it is retried with the usual backoff and dead-lettered once
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from billiard.einfo import ExceptionWithTraceback  # type: ignore[attr-defined]
@@ -28,6 +29,7 @@ from celery.worker.state import task_ready
 
 from worker_app.dlq.capture import dead_letter_then_ack, entry_for
 from worker_app.worker import shutdown
+from worker_app.worker.leases import LEASES
 from worker_app.worker.stats import COUNTERS
 
 logger = logging.getLogger(__name__)
@@ -64,9 +66,21 @@ class Request(CeleryRequest):
         self._note_success(failed__retval__runtime)
         return super().on_success(failed__retval__runtime, **kwargs)
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: When this worker received the message (monotonic): its lease began then.
+        self.received_at = time.monotonic()
+
     def execute_using_pool(self, pool: Any, **kwargs: Any) -> Any:
         if shutdown.stopping():
             # Reaches the pool after the worker began to stop (its ETA came due): given back.
+            task_ready(self)
+            self.reject(requeue=True)
+            return None
+        if not LEASES.may_start(self.received_at):
+            # Held across a gap in this worker's lease renewals (cut off from Redis): another
+            # worker may have taken it back and run it. Given back, not started.
+            logger.warning("not started: its lease may have lapsed meanwhile; given back")
             task_ready(self)
             self.reject(requeue=True)
             return None

@@ -28,6 +28,7 @@ from worker_app.jobs.waits import FLUSH_INTERVAL as WAIT_FLUSH_INTERVAL
 from worker_app.jobs.waits import WAITS
 from worker_app.redis_client import get_redis
 from worker_app.worker.health import beat
+from worker_app.worker.leases import LEASES
 from worker_app.worker.stats import COUNTERS
 
 logger = logging.getLogger(__name__)
@@ -233,6 +234,7 @@ class LeaseRenewer(PeriodicThread):
         super().__init__(worker, **kwargs)
         self.timeout = get_settings().visibility_timeout.total_seconds()
         self.period = self.timeout / LEASE_RENEWALS_PER_TIMEOUT
+        LEASES.timeout = self.timeout
         #: Unix time of the last round that succeeded (the start, until one has).
         self.renewed_at = time.time()
 
@@ -243,6 +245,7 @@ class LeaseRenewer(PeriodicThread):
     def tick(self) -> int:
         changed = self._renew()
         self.renewed_at = time.time()
+        LEASES.renewed()
         return changed
 
     def _renew(self) -> int:
