@@ -17,29 +17,13 @@ import pytest
 
 from tests.helpers.env import ROOT, child_env, wait_until
 from tests.helpers.processes import Worker
+from tests.helpers.spots import Spots
 from worker_app.cli.devredis import RedisServer
 
 pytestmark = pytest.mark.fault
 
 OFFSET = 30.0
 VISIBILITY = 4.0
-
-
-class Spots:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def lines(self) -> list[tuple[str, str, str, float]]:
-        if not self.path.exists():
-            return []
-        out = []
-        for line in self.path.read_text().splitlines():
-            what, _run, job_id, node, at = line.split()
-            out.append((what, job_id, node, float(at)))
-        return out
-
-    def ended(self) -> set[str]:
-        return {job_id for what, job_id, _, _ in self.lines() if what == "end"}
 
 
 @pytest.fixture

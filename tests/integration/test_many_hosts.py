@@ -21,6 +21,7 @@ import redis
 from tests.helpers.env import BIN, ROOT, child_env, wait_until
 from tests.helpers.netns import Network
 from tests.helpers.processes import Worker
+from tests.helpers.spots import Spots
 from worker_app import keys
 from worker_app.cli.devredis import RedisServer
 
@@ -96,17 +97,10 @@ class Hosts:
         return ids
 
     def spots(self) -> list[tuple[str, str, str, float]]:
-        """(start|end, job id, node, time) of every run so far."""
-        if not self.spot_file.exists():
-            return []
-        out = []
-        for line in self.spot_file.read_text().splitlines():
-            what, _run, job_id, node, at = line.split()
-            out.append((what, job_id, node, float(at)))
-        return out
+        return Spots(self.spot_file).lines()
 
     def ended(self) -> set[str]:
-        return {job_id for what, job_id, _, _ in self.spots() if what == "end"}
+        return Spots(self.spot_file).ended()
 
     def held_by(self, node: str) -> set[str]:
         """Jobs whose records say ``node`` holds them (active: running or reserved)."""
