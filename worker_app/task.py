@@ -21,6 +21,7 @@ from kombu.exceptions import OperationalError
 from pydantic import BaseModel
 
 from worker_app import keys
+from worker_app.broker.leases import LEASES, RECEIVED_FIELD
 from worker_app.broker.publish import publish_once
 from worker_app.broker.queues import check_queue
 from worker_app.config import get_settings
@@ -163,6 +164,12 @@ class BaseTask(Task[Any, Any]):
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.request.called_directly:
             return super().__call__(*args, **kwargs)
+        received_at = getattr(self.request, RECEIVED_FIELD, None)
+        if received_at is not None and not LEASES.may_start(received_at):
+            # Handed to this pool process before a gap in the worker's lease renewals (the pool
+            # was busy, the main loop blocked): another worker may have taken it back and run it.
+            logger.warning("not started: its lease may have lapsed meanwhile; given back")
+            raise Reject("its lease may have lapsed", requeue=True)
         return self._execute(args, kwargs)
 
     def _execute(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

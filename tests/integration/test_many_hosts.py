@@ -200,9 +200,8 @@ def test_a_host_cut_off_longer_than_the_visibility_timeout(
         print(f"\npartition figures: {figures}")
         assert recovery < VISIBILITY * 1.5 + 3
         assert twice <= held  # only what the cut host held can have run twice
-        # A job the cut host had already handed to a pool process before the cut (its event
-        # loop blocked meanwhile) can still start after the heal: counted among those run
-        # twice, reported, not yet prevented (the check is in the main process only).
-        assert set(late) <= held
+        # Nothing the cut host held starts there after the heal once it ran elsewhere: the
+        # worker and its pool processes check their lease renewals before a job starts.
+        assert late == []
         assert statuses == {"succeeded": len(ids)}
         assert hosts.client.hlen("unacked") == 0

@@ -22,17 +22,29 @@ from typing import Any
 
 from billiard.einfo import ExceptionWithTraceback  # type: ignore[attr-defined]
 from billiard.exceptions import WorkerLostError
-from celery.exceptions import Ignore, Reject, Retry, Terminated, TimeLimitExceeded
+from celery.exceptions import (
+    Ignore,
+    Reject,
+    Retry,
+    TaskRevokedError,
+    Terminated,
+    TimeLimitExceeded,
+)
 from celery.worker import state
 from celery.worker.request import Request as CeleryRequest
 from celery.worker.state import task_ready
 
+from worker_app.broker.leases import LEASES, RECEIVED_FIELD
 from worker_app.dlq.capture import dead_letter_then_ack, entry_for
 from worker_app.worker import shutdown
-from worker_app.worker.leases import LEASES
 from worker_app.worker.stats import COUNTERS
 
 logger = logging.getLogger(__name__)
+
+
+class GivenBack(TaskRevokedError):
+    """A request given back instead of handed to the pool. Raised to Celery's worker, which
+    frees the pool slot it took for the request (as for a revoked one) and goes on."""
 
 
 class Request(CeleryRequest):
@@ -46,8 +58,9 @@ class Request(CeleryRequest):
     task: Any
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
-        # Celery's strategy subclasses the request per task with a fast on_success of its own
-        # (it does not call ours): wrap it so the result reaches the ack.
+        # Celery's strategy subclasses the request per task with a fast on_success and
+        # execute_using_pool of its own (they do not call ours): wrap them so the result
+        # reaches the ack and a request is checked before it reaches the pool.
         super().__init_subclass__(**kwargs)
         fast = cls.__dict__.get("on_success")
         if fast is not None:
@@ -57,6 +70,14 @@ class Request(CeleryRequest):
                 return fast(self, failed__retval__runtime, **kw)
 
             cls.on_success = on_success  # type: ignore[method-assign]
+        execute = cls.__dict__.get("execute_using_pool")
+        if execute is not None:
+
+            def execute_using_pool(self: Request, pool: Any, **kw: Any) -> Any:
+                self._check_execute()
+                return execute(self, pool, **kw)
+
+            cls.execute_using_pool = execute_using_pool  # type: ignore[method-assign]
 
     def _note_success(self, failed__retval__runtime: Any) -> None:
         if not failed__retval__runtime[0] and self._message is not None:
@@ -72,19 +93,31 @@ class Request(CeleryRequest):
         self.received_at = time.monotonic()
 
     def execute_using_pool(self, pool: Any, **kwargs: Any) -> Any:
+        self._check_execute()
+        return super().execute_using_pool(pool, **kwargs)
+
+    def _check_execute(self) -> None:
+        """Raises :class:`GivenBack` when the request must not reach the pool (given back)."""
+        if not self._may_execute():
+            raise GivenBack(self.id)
+
+    def _may_execute(self) -> bool:
+        """Whether to hand the request to the pool now; if not, it was given back."""
         if shutdown.stopping():
             # Reaches the pool after the worker began to stop (its ETA came due): given back.
             task_ready(self)
             self.reject(requeue=True)
-            return None
+            return False
         if not LEASES.may_start(self.received_at):
             # Held across a gap in this worker's lease renewals (cut off from Redis): another
             # worker may have taken it back and run it. Given back, not started.
             logger.warning("not started: its lease may have lapsed meanwhile; given back")
             task_ready(self)
             self.reject(requeue=True)
-            return None
-        return super().execute_using_pool(pool, **kwargs)
+            return False
+        # The pool process checks again before the job runs (worker_app.broker.leases).
+        self.request_dict[RECEIVED_FIELD] = self.received_at
+        return True
 
     def on_accepted(self, pid: str, time_accepted: float) -> None:
         super().on_accepted(pid, time_accepted)

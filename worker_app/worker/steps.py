@@ -18,6 +18,7 @@ from celery.worker import state
 
 from worker_app import keys
 from worker_app.broker.delays import release_due
+from worker_app.broker.leases import LEASES
 from worker_app.broker.qos import CARRIED
 from worker_app.broker.queues import queue_stats
 from worker_app.broker.registry import script
@@ -28,7 +29,6 @@ from worker_app.jobs.waits import FLUSH_INTERVAL as WAIT_FLUSH_INTERVAL
 from worker_app.jobs.waits import WAITS
 from worker_app.redis_client import get_redis
 from worker_app.worker.health import beat
-from worker_app.worker.leases import LEASES
 from worker_app.worker.stats import COUNTERS
 
 logger = logging.getLogger(__name__)
@@ -241,6 +241,7 @@ class LeaseRenewer(PeriodicThread):
 
     def start(self, worker: Any) -> None:
         self.renewed_at = time.time()
+        LEASES.begin()
         super().start(worker)
 
     def tick(self) -> int:
