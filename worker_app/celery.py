@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -11,7 +12,7 @@ from kombu import Exchange, Queue
 
 from worker_app import keys
 from worker_app.broker.envelope import PRIORITY_STEPS
-from worker_app.config import ConfigError, Settings, get_settings, sentinel_master
+from worker_app.config import ConfigError, Settings, get_settings, sentinel_master, sentinel_tls
 from worker_app.errors import UnknownTask
 from worker_app.redis_client import HEALTH_CHECK_INTERVAL, SOCKET_CONNECT_TIMEOUT, SOCKET_TIMEOUT
 
@@ -52,12 +53,30 @@ def _redis_urls(settings: Settings) -> tuple[str, dict[str, Any]]:
     options: dict[str, Any] = {}
     if url.startswith("sentinel://"):
         options["master_name"] = sentinel_master(url)
+        tls = sentinel_tls(url)
+        if tls:
+            options["sentinel_kwargs"] = tls
         url = ";".join(urlunsplit(urlsplit(part)._replace(query="")) for part in url.split(";"))
     return url, options
 
 
+def stay_on_sentinels(alternates: list[str]) -> Iterator[str]:
+    """kombu's failover strategy for a sentinel URL: stay put. kombu's Sentinel channel asks
+    every sentinel the URL names for the master at each connect, so there is nothing to rotate;
+    and kombu's switch to one of the URL's parts would also replace the transport with its own
+    (chosen by the part's scheme, ``sentinel``), dropping the product's fetch, acks and records
+    after the first reconnect. A host name without a scheme keeps the transport."""
+    host = urlsplit(alternates[0]).hostname or "localhost"
+    while True:
+        yield host
+
+
 def _ssl_options(settings: Settings) -> dict[str, Any] | None:
-    """``rediss://`` verifies the server certificate unless the URL says ``ssl_cert_reqs``."""
+    """``rediss://`` verifies the server certificate unless the URL says ``ssl_cert_reqs``;
+    a sentinel URL with ``ssl=true`` says it for the master (:func:`sentinel_tls`)."""
+    tls = sentinel_tls(settings.redis_url)
+    if tls:
+        return {k: v for k, v in tls.items() if k != "ssl"}
     if not settings.redis_url.startswith("rediss://") or "ssl_cert_reqs" in settings.redis_url:
         return None
     return {"ssl_cert_reqs": ssl.CERT_REQUIRED}
@@ -103,6 +122,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "result_backend": "worker_app.jobs.results:JobRecordBackend",
         "broker_transport_options": transport,
         "broker_use_ssl": use_ssl,
+        **(
+            {"broker_failover_strategy": stay_on_sentinels}
+            if transport_class != "Transport"
+            else {}
+        ),
         "broker_connection_retry_on_startup": True,
         # An error reply while the consumer (re)connects (BUSY from a long script, LOADING after
         # a restart, READONLY from a demoted master) is a reason to reconnect, not to stop the
@@ -158,6 +182,9 @@ def _beat_config(
         options["service_name"] = sentinel_master(url)
         if hosts[0].password:
             options["password"] = hosts[0].password
+        tls = sentinel_tls(url)
+        if tls:
+            options["sentinel_kwargs"] = tls
         url = "redis-sentinel://"
     return {
         "beat_scheduler": "worker_app.flow.beat:Scheduler",

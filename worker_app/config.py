@@ -13,6 +13,7 @@ import os
 import re
 from datetime import timedelta
 from functools import lru_cache
+from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
@@ -80,7 +81,8 @@ Queues = Annotated[dict[str, int], NoDecode, BeforeValidator(parse_queues)]
 # The form each variable expects, quoted in error lines.
 FORMS: dict[str, str] = {
     "REDIS_URL": "redis://[:password@]host[:port][/db], rediss://... or "
-    "sentinel://host:port[;sentinel://host:port...][/db]?master_name=NAME",
+    "sentinel://host:port[;sentinel://host:port...][/db]?master_name=NAME"
+    "[&ssl=true[&ssl_ca_certs=PATH][&ssl_cert_reqs=required|optional|none]]",
     "APP_ENV": "one of development, test, production",
     "LOG_LEVEL": "one of " + ", ".join(LEVELS),
     "LOG_FORMAT": "text or json",
@@ -262,6 +264,9 @@ def replicas_to_wait(settings: Settings) -> int:
 
 def redis_url_problem(url: str) -> str | None:
     """Return why ``url`` is not a usable Redis URL, or None when it is."""
+    schemes = {urlsplit(part.strip()).scheme for part in url.split(";")}
+    if ";" in url and schemes != {"sentinel"}:
+        return "only sentinel:// URLs can be listed with ';' (one per Sentinel)"
     for part in url.split(";"):
         parts = urlsplit(part.strip())
         if parts.scheme not in ("redis", "rediss", "sentinel"):
@@ -275,9 +280,44 @@ def redis_url_problem(url: str) -> str | None:
         db = parts.path.strip("/")
         if db and not db.isdigit():
             return f"database {db!r} is not a number"
-    if url.startswith("sentinel://") and not sentinel_master(url):
-        return "sentinel URLs need ?master_name=NAME"
+    if url.startswith("sentinel://"):
+        if not sentinel_master(url):
+            return "sentinel URLs need ?master_name=NAME"
+        return _sentinel_tls_problem(url)
     return None
+
+
+#: The values ``ssl_cert_reqs`` takes in a sentinel URL (redis-py's names).
+CERT_REQS = ("required", "optional", "none")
+
+
+def _sentinel_query(url: str) -> dict[str, str]:
+    return {k: v[-1] for k, v in parse_qs(urlsplit(url.split(";")[-1]).query).items()}
+
+
+def _sentinel_tls_problem(url: str) -> str | None:
+    query = _sentinel_query(url)
+    if query.get("ssl", "false").lower() not in ("true", "false"):
+        return "ssl= takes true or false"
+    if query.get("ssl_cert_reqs", "required") not in CERT_REQS:
+        return f"ssl_cert_reqs= takes one of {', '.join(CERT_REQS)}"
+    ca_certs = query.get("ssl_ca_certs")
+    if ca_certs is not None and not Path(ca_certs).is_file():
+        return f"ssl_ca_certs={ca_certs}: no such file"
+    return None
+
+
+def sentinel_tls(url: str) -> dict[str, Any]:
+    """redis-py's TLS arguments a sentinel URL asks for with ``ssl=true`` (for the Sentinels
+    and the master alike; the certificate verified unless ``ssl_cert_reqs`` says otherwise,
+    against ``ssl_ca_certs`` or the system's authorities); empty without it."""
+    query = _sentinel_query(url)
+    if query.get("ssl", "false").lower() != "true":
+        return {}
+    tls: dict[str, Any] = {"ssl": True, "ssl_cert_reqs": query.get("ssl_cert_reqs", "required")}
+    if "ssl_ca_certs" in query:
+        tls["ssl_ca_certs"] = query["ssl_ca_certs"]
+    return tls
 
 
 def sentinel_master(url: str) -> str | None:

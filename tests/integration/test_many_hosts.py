@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import redis
 
+from tests.helpers.conformance import Flower
 from tests.helpers.env import BIN, ROOT, child_env, wait_until
 from tests.helpers.netns import Network
 from tests.helpers.processes import Worker
@@ -136,6 +137,19 @@ def test_jobs_spread_across_hosts_and_every_host_is_seen(
             key.removeprefix(keys.WORKER) for key in hosts.client.scan_iter(f"{keys.WORKER}*")
         }
         assert {worker.node for worker in hosts.workers} <= online
+        # Flower, on this machine, lists every host's worker (they answer its broadcast).
+        flower = Flower(tmp_path / "flower.log", env).launch().wait_up()
+        try:
+
+            def listed() -> bool:
+                workers = flower.get("/api/workers", refresh="1")
+                return workers.status_code == 200 and {w.node for w in hosts.workers} <= set(
+                    workers.json()
+                )
+
+            wait_until(listed, 30, "Flower to list every host's worker")
+        finally:
+            flower.stop()
 
 
 def test_a_host_cut_off_longer_than_the_visibility_timeout(

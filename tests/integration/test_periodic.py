@@ -19,6 +19,7 @@ from tests.helpers.beat import Beat
 from tests.helpers.env import child_env, wait_until
 from tests.helpers.processes import Worker
 from worker_app import keys
+from worker_app.cli.devredis import RedisServer
 from worker_app.worker.health import check_scheduler
 
 
@@ -134,3 +135,43 @@ def test_beat_refuses_a_schedule_of_an_unknown_task_or_a_bad_payload(tmp_path: P
     assert "schedule 'ghost': unknown task 'e2e.nope'" in errors[0]
     assert "schedule 'bad': invalid AlertPayload: user_id" in errors[1]
     assert "Traceback" not in beat.log()
+
+
+@pytest.mark.fault
+def test_beat_waits_out_redis_at_start_and_through_a_restart(
+    tmp_path: Path, broker: RedisServer
+) -> None:
+    """Beat started while Redis is down waits for it, then schedules, and goes on after Redis
+    restarts (redbeat's own retries on a plain URL, beat's on a Sentinel one: the failover tests
+    kill the master under a running beat)."""
+    name = f"patient-{uuid.uuid4().hex[:8]}"
+    schedule = {"name": name, "task": "e2e.tick", "every": "1s", "payload": {"key": name}}
+    broker.stop()
+    beat = Beat(tmp_path / "beat.log", [schedule], REDIS_URL=broker.url).start()
+    worker: Worker | None = None
+    try:
+        wait_until(
+            lambda: "beat: Redis unreachable" in beat.log() or "Retrying Redis" in beat.log(),
+            60,
+            "beat to wait for Redis",
+        )
+        time.sleep(2)
+        assert beat.process is not None and beat.process.poll() is None, beat.log()
+        broker.start()
+        worker = Worker(tmp_path / "worker.log", child_env(REDIS_URL=broker.url)).start()
+
+        def sent() -> int:
+            return beat.log().count(f"schedule {name}: enqueued")
+
+        wait_until(lambda: sent() >= 2, 60, "beat to schedule once Redis is up")
+        broker.stop()
+        time.sleep(3)
+        assert beat.process.poll() is None, beat.log()
+        broker.start()
+        before = sent()
+        wait_until(lambda: sent() >= before + 2, 60, "beat to schedule after the restart")
+        assert "Traceback" not in beat.log()
+    finally:
+        beat.stop()
+        if worker is not None:
+            worker.stop()

@@ -14,6 +14,7 @@ from worker_app.config import (
     get_settings,
     load_settings,
     replicas_to_wait,
+    sentinel_tls,
     variable_of,
 )
 from worker_app.durations import format_duration, parse_duration
@@ -28,6 +29,19 @@ CASES: list[tuple[str, str, object, str | None]] = [
         "sentinel://s1:26379",
     ),
     ("REDIS_URL", "redis://localhost/3", None, "redis://localhost:6379/zero"),
+    ("REDIS_URL", "redis://localhost/3", None, "redis://a:6379;redis://b:6379"),
+    (
+        "REDIS_URL",
+        "sentinel://s1:26379;sentinel://s2:26379/0?master_name=main&ssl=true&ssl_cert_reqs=none",
+        None,
+        "sentinel://s1:26379/0?master_name=main&ssl=yes",
+    ),
+    (
+        "REDIS_URL",
+        "sentinel://s1:26379/0?master_name=main&ssl=true",
+        None,
+        "sentinel://s1:26379/0?master_name=main&ssl=true&ssl_ca_certs=/no/such/ca.crt",
+    ),
     ("APP_ENV", "test", "test", "staging"),
     ("LOG_LEVEL", "WARNING", "warning", "loud"),
     ("LOG_FORMAT", "json", "json", "xml"),
@@ -207,6 +221,23 @@ def test_malformed_durations_are_refused(text: str) -> None:
 def test_durations_print_in_their_shortest_form() -> None:
     assert format_duration(timedelta(minutes=90)) == "1h30m"
     assert format_duration(timedelta(milliseconds=250)) == "250ms"
+
+
+def test_a_sentinel_url_with_ssl_asks_for_tls_everywhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    from worker_app.celery import celery_config
+
+    url = "sentinel://s1:26379;sentinel://s2:26379/0?master_name=main&ssl=true&ssl_cert_reqs=none"
+    assert sentinel_tls(url) == {"ssl": True, "ssl_cert_reqs": "none"}
+    assert sentinel_tls(url.split("&")[0]) == {}
+    monkeypatch.setenv("REDIS_URL", url)
+    config = celery_config(get_settings())
+    assert config["broker_use_ssl"] == {"ssl_cert_reqs": "none"}
+    assert config["broker_transport_options"]["sentinel_kwargs"]["ssl"] is True
+    assert config["redbeat_redis_options"]["sentinel_kwargs"]["ssl"] is True
+    # kombu's failover would swap the transport for its own: it stays on the sentinels.
+    strategy = config["broker_failover_strategy"]
+    alternates = ["sentinel://s1:26379", "sentinel://s2:26379/0"]
+    assert [next(iter_) for iter_ in [strategy(alternates)] * 3] == ["s1", "s1", "s1"]
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from worker_app import keys
 from worker_app.broker import envelope
-from worker_app.broker.registry import script
+from worker_app.broker.registry import held_on_master, script, serves_master
 from worker_app.config import get_settings, replicas_to_wait
 from worker_app.errors import PayloadTooLarge
 
@@ -175,12 +175,12 @@ def publish(
         args += record.args(now)
     replicas = replicas_to_wait(get_settings())
     if replicas:  # only then is the server asked how many it has
-        replicas = min(replicas, connected_replicas(client))
+        replicas = replicas_for(client, replicas)
     if replicas:
         reply, confirmed, role = script("publish").replicated(
             client, [list_key], args, replicas, keys.REPLICA_WAIT_MS
         )
-        settle_unconfirmed(replicas, confirmed, role)
+        settle_unconfirmed(replicas, confirmed, role, client)
     else:
         reply = script("publish")(client, [list_key], args, held=True)
     return reply.decode() if isinstance(reply, bytes) else str(reply or "")
@@ -236,7 +236,27 @@ def connected_replicas(client: Any) -> int:
     return _replicas.count
 
 
-def settle_unconfirmed(replicas: int, confirmed: int, role: str) -> None:
+def replicas_for(client: Any, wanted: int, connection: Any = None) -> int:
+    """The replicas a publish on ``client`` waits for: ``wanted``, or as many as its server has.
+
+    A server without any replica is the master of a degraded deployment, or an old master a
+    failover is leaving behind (still up, taking writes it drops when Sentinel makes it a
+    replica): the sentinels are asked which, on each such publish (and on each publish no
+    replica confirmed).
+
+    Raises:
+        RedisConnectionError: the sentinels name another master; the caller's retry publishes
+            there.
+    """
+    replicas = min(wanted, connected_replicas(client))
+    if replicas == 0 and not _on_master(client, connection):
+        raise RedisConnectionError("the publish's server is no longer the Sentinel master")
+    return replicas
+
+
+def settle_unconfirmed(
+    replicas: int, confirmed: int, role: str, client: Any = None, connection: Any = None
+) -> None:
     """After a publish and its ``WAIT`` and ``ROLE`` on the same connection: refused when the
     server is no longer the master (a failover demoted it, and what it took is discarded when
     it follows the new one) or could not tell; kept, with a warning at most once a minute,
@@ -252,6 +272,9 @@ def settle_unconfirmed(replicas: int, confirmed: int, role: str) -> None:
     _replicas.seen_at = -ROLE_EVERY  # ask again on the next publish
     if role not in ("master", "unknown"):
         raise RedisConnectionError(f"the publish's server is {role}, no longer the master")
+    if client is not None and not _on_master(client, connection):
+        # Still a master, but a failover elected another (it lost its replica to it).
+        raise RedisConnectionError("the publish's server is no longer the Sentinel master")
     if time.monotonic() - _replicas.warned_at < UNCONFIRMED_EVERY:
         return
     _replicas.warned_at = time.monotonic()
@@ -262,6 +285,14 @@ def settle_unconfirmed(replicas: int, confirmed: int, role: str) -> None:
         replicas,
         keys.REPLICA_WAIT_MS,
     )
+
+
+def _on_master(client: Any, connection: Any) -> bool:
+    """Whether the publish's connection (this thread's held one unless given) reaches the
+    master the sentinels name now."""
+    if connection is None:
+        return held_on_master(client)
+    return serves_master(client.connection_pool, connection)
 
 
 def _text(value: Any) -> str:

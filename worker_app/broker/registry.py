@@ -22,7 +22,7 @@ from importlib import resources
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from worker_app import keys
@@ -168,7 +168,59 @@ def _held_connection(client: Any) -> Any:
     kept = held.connections.get(id(pool))
     if kept is None or kept[0] is not pool:
         kept = held.connections[id(pool)] = (pool, pool.connection_class(**pool.connection_kwargs))
-    return kept[1]
+    connection = kept[1]
+    if getattr(pool, "is_master", False) and not _on_master(pool, connection):
+        connection.disconnect()  # the master moved (MasterWatch): reconnect through Sentinel
+    return connection
+
+
+def _on_master(pool: Any, connection: Any) -> bool:
+    """Whether a Sentinel-managed ``connection`` (if connected) reaches the server its pool last
+    knew as the master."""
+    if getattr(connection, "_sock", None) is None:
+        return True
+    return bool(pool.master_address is None or pool.owns_connection(connection))
+
+
+def held_on_master(client: Any) -> bool:
+    """Whether this thread's publish connection to ``client``'s server reaches the master the
+    sentinels name now (:func:`serves_master`)."""
+    pool = client.connection_pool
+    if not getattr(pool, "is_master", False):
+        return True
+    return serves_master(pool, _held_connection(client))
+
+
+def serves_master(pool: Any, connection: Any) -> bool:
+    """Whether ``connection`` of a Sentinel-managed ``pool`` reaches the master, as every
+    sentinel that answers says now: none names another server, and none is failing it over
+    (in the failover's first second the replica is promoted while the sentinels still name the
+    old master, which takes writes it drops when it becomes a replica). If not, the connection
+    is disconnected, so that it connects to the new master next. True without Sentinel."""
+    if not getattr(pool, "is_master", False):
+        return True
+    if getattr(connection, "_sock", None) is None:
+        connection.connect()  # to the master the sentinels name: which one is checked below
+    newest: dict[str, Any] | None = None
+    for sentinel in pool.sentinel_manager.sentinels:
+        try:
+            state = sentinel.sentinel_master(pool.service_name)
+        except RedisError:
+            continue  # down, or it knows no such master: the others tell
+        flags = state.get("flags", "")
+        if "failover_in_progress" in (flags if isinstance(flags, str) else ",".join(flags)):
+            newest = None
+            break
+        # The sentinel with the newest configuration (a failover's leader knows it first).
+        if newest is None or int(state.get("config-epoch", 0)) > int(newest.get("config-epoch", 0)):
+            newest = state
+    if newest is not None and (newest.get("ip"), int(newest.get("port", 0))) == (
+        connection.host,
+        int(connection.port),
+    ):
+        return True
+    connection.disconnect()
+    return False
 
 
 def run_held(client: Any, command: bytes, *, resend: bool = False) -> Any:

@@ -23,7 +23,7 @@ from worker_app.broker.fetch import FetchingChannel
 from worker_app.broker.qos import QoS
 from worker_app.broker.registry import now_iso, retention, script
 from worker_app.config import get_settings
-from worker_app.redis_client import get_redis
+from worker_app.redis_client import MASTER_WATCH, get_redis
 
 #: Most messages one purge call removes.
 PURGE_BATCH = 500
@@ -149,6 +149,13 @@ class SentinelChannel(ProtocolChannel, kombu_redis.SentinelChannel):
     """The Sentinel channel."""
 
     QoS = QoS
+
+    def _sentinel_managed_pool(self, asynchronous: bool = False) -> Any:
+        # Watched: a consumer's connection made before a failover would stay on the old
+        # master, still up and taking writes it later drops (worker_app.redis_client).
+        pool = super()._sentinel_managed_pool(asynchronous)  # type: ignore[misc]
+        MASTER_WATCH.add(pool)
+        return pool
 
 
 class QuietTickMixin:

@@ -10,6 +10,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,21 +26,55 @@ DOWN_AFTER_MS = 1000
 QUORUM = 2
 
 
-class SentinelSet:
-    """One master, one replica and three sentinels on 127.0.0.1."""
+@dataclass(frozen=True)
+class Tls:
+    """The files of a TLS deployment: the authority's certificate, and the certificate and key
+    every server presents (for 127.0.0.1)."""
 
-    def __init__(self, directory: Path, *, sentinels: int = 3) -> None:
+    ca_cert: Path
+    cert: Path
+    key: Path
+
+    def server_args(self) -> list[str]:
+        """redis-server's TLS settings; clients need not present a certificate."""
+        return [
+            *("--tls-cert-file", str(self.cert), "--tls-key-file", str(self.key)),
+            *("--tls-ca-cert-file", str(self.ca_cert), "--tls-auth-clients", "no"),
+            *("--tls-replication", "yes"),
+        ]
+
+
+class SentinelSet:
+    """One master, one replica and three sentinels on 127.0.0.1.
+
+    With ``tls``, the product reaches the sentinels and the servers by TLS only (the sentinels
+    announce the servers' TLS ports, replication and the sentinels' own links use TLS); the
+    plain ports stay for this class's own management calls.
+    """
+
+    def __init__(self, directory: Path, *, sentinels: int = 3, tls: Tls | None = None) -> None:
         self.directory = directory
+        self.tls = tls
         self.master = RedisServer(directory / "a", appendonly=True)
         self.replica = RedisServer(directory / "b", appendonly=True)
         self.ports = [free_port() for _ in range(sentinels)]
+        #: A server's TLS port, a sentinel's TLS port (by plain port), when ``tls``.
+        self.tls_ports: dict[int, int] = {}
         self.processes: list[subprocess.Popen[bytes]] = []
 
     @property
     def url(self) -> str:
         """``REDIS_URL`` for every process of the product: the sentinels and the master's name."""
-        nodes = ";".join(f"sentinel://127.0.0.1:{port}" for port in self.ports)
-        return f"{nodes}/0?master_name={MASTER_NAME}"
+        ports = [self.tls_ports.get(port, port) for port in self.ports]
+        nodes = ";".join(f"sentinel://127.0.0.1:{port}" for port in ports)
+        url = f"{nodes}/0?master_name={MASTER_NAME}"
+        if self.tls is not None:
+            url += f"&ssl=true&ssl_ca_certs={self.tls.ca_cert}"
+        return url
+
+    def announced(self, server: RedisServer) -> int:
+        """The port the sentinels name ``server`` by."""
+        return self.tls_ports.get(server.port, server.port)
 
     @property
     def servers(self) -> list[RedisServer]:
@@ -51,14 +86,29 @@ class SentinelSet:
         Raises:
             RuntimeError: a process did not start, or the set did not form in time.
         """
+        tls_args: list[str] = []
+        if self.tls is not None:
+            tls_args = self.tls.server_args()
+            for port in [*self.ports, self.master.port, self.replica.port]:
+                self.tls_ports[port] = free_port()
+            self.master.extra_args = ["--tls-port", str(self.announced(self.master)), *tls_args]
         self.master.start()
-        self.replica.extra_args = ["--replicaof", "127.0.0.1", str(self.master.port)]
+        self.replica.extra_args = [
+            *("--replicaof", "127.0.0.1", str(self.announced(self.master))),
+            *(["--tls-port", str(self.announced(self.replica)), *tls_args] if tls_args else []),
+        ]
         self.replica.start()
         for n, port in enumerate(self.ports):
             config = self.directory / f"sentinel-{n}.conf"
+            tls_lines = "".join(
+                f"{name.removeprefix('--')} {value}\n"
+                for name, value in zip(tls_args[::2], tls_args[1::2], strict=True)
+            )
+            if tls_args:
+                tls_lines += f"tls-port {self.tls_ports[port]}\n"
             config.write_text(
-                f"port {port}\nbind 127.0.0.1\ndir {self.directory.resolve()}\n"
-                f"sentinel monitor {MASTER_NAME} 127.0.0.1 {self.master.port} {QUORUM}\n"
+                f"port {port}\nbind 127.0.0.1\ndir {self.directory.resolve()}\n{tls_lines}"
+                f"sentinel monitor {MASTER_NAME} 127.0.0.1 {self.announced(self.master)} {QUORUM}\n"
                 f"sentinel down-after-milliseconds {MASTER_NAME} {DOWN_AFTER_MS}\n"
                 f"sentinel failover-timeout {MASTER_NAME} 10000\n"
                 f"sentinel parallel-syncs {MASTER_NAME} 1\n"
@@ -86,7 +136,7 @@ class SentinelSet:
 
     def current_master(self) -> RedisServer:
         port = self.master_port()
-        return self.master if self.master.port == port else self.replica
+        return self.master if self.announced(self.master) == port else self.replica
 
     def wait_formed(self, timeout: float = 4 * START_TIMEOUT) -> None:
         """Until every sentinel names the same master, knows its replica and the other
@@ -116,7 +166,7 @@ class SentinelSet:
                 return False
             if int(fields.get("num-other-sentinels", 0)) < len(self.ports) - 1:
                 return False
-        replica = self.replica if ports == {self.master.port} else self.master
+        replica = self.replica if ports == {self.announced(self.master)} else self.master
         if replica.process is None or replica.process.poll() is not None:
             return True  # the old master is gone; its replica role waits for its return
         role = redis.Redis.from_url(replica.url, socket_timeout=2).info("replication")

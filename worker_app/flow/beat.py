@@ -11,11 +11,16 @@ slot, no overlapping runs.
 from __future__ import annotations
 
 import logging
+import time
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
 from redbeat import RedBeatScheduler
-from redis.exceptions import LockError
+from redbeat.schedulers import acquire_distributed_beat_lock
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import LockError, ReadOnlyError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from worker_app.config import get_settings
 from worker_app.errors import WorkerAppError
@@ -23,6 +28,11 @@ from worker_app.flow import schedules
 from worker_app.redis_client import check_sentinel
 
 logger = logging.getLogger(__name__)
+
+#: Seconds between two tries while Redis is unreachable.
+RETRY_INTERVAL = 1.0
+#: The errors of a Redis that is away for a while (beat waits them out).
+_REDIS_AWAY = (RedisConnectionError, RedisTimeoutError, ReadOnlyError)
 
 
 class Scheduler(RedBeatScheduler):  # type: ignore[misc]
@@ -39,14 +49,62 @@ class Scheduler(RedBeatScheduler):  # type: ignore[misc]
             entry.name: {"task": entry.task, "schedule": entry.timing, "kwargs": {}}
             for entry in schedules.SCHEDULES.values()
         }
-        super().setup_schedule()
+        while True:  # a beat started while Redis is away waits for it, as a worker does
+            try:
+                super().setup_schedule()
+                break
+            except _REDIS_AWAY as exc:
+                if not self._unreachable:
+                    logger.warning(
+                        "beat: Redis unreachable (%s); trying again every %.0fs",
+                        exc,
+                        RETRY_INTERVAL,
+                    )
+                self._unreachable = True
+                time.sleep(RETRY_INTERVAL)
         logger.info(
             "beat: %d schedule(s): %s",
             len(schedules.SCHEDULES),
             ", ".join(f"{e.name} ({e.describe})" for e in schedules.SCHEDULES.values()),
         )
 
+    #: Whether the last tick found Redis unreachable (its first failure and its return are logged).
+    _unreachable = False
+
     def tick(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            interval = self._tick(*args, **kwargs)
+        except _REDIS_AWAY as exc:
+            # Redis restarting, its master failing over or the network down: redbeat lets the
+            # error stop beat; this one waits and tries again (the lock lapses meanwhile and is
+            # taken again, or by a standby; slots stay one run each, claimed by their job ids).
+            if not self._unreachable:
+                logger.warning(
+                    "beat: Redis unreachable (%s); trying again every %.0fs", exc, RETRY_INTERVAL
+                )
+            self._unreachable = True
+            return RETRY_INTERVAL
+        if self._unreachable:
+            logger.info("beat: Redis reachable again; scheduling goes on")
+            self._unreachable = False
+            self._reinstall()
+        return interval
+
+    def _reinstall(self) -> None:
+        """Write the schedule's entries again (each keeps its last run if the server has it):
+        a failover may have lost them with the last writes of the old master, and redbeat
+        writes them only at start; without them the scheduler has nothing due, ever."""
+        try:
+            RedBeatScheduler.setup_schedule(self)
+        except _REDIS_AWAY as exc:
+            logger.warning("beat: schedule not written again yet (%s)", exc)
+
+    def _tick(self, *args: Any, **kwargs: Any) -> Any:
+        if self.lock_key and self.lock is None:
+            # redbeat's take of the lock at start failed (Redis away; Celery squashes the
+            # error and redbeat's tick would then stop beat): taken here, waiting as a standby.
+            acquire_distributed_beat_lock(SimpleNamespace(scheduler=self))
+            self._reinstall()
         try:
             return super().tick(*args, **kwargs)
         except LockError as exc:
@@ -57,6 +115,7 @@ class Scheduler(RedBeatScheduler):  # type: ignore[misc]
             logger.warning("beat: the scheduler lock was lost (%s); taking it again", exc)
             self.lock.acquire()
             logger.info("beat: Acquired lock")
+            self._reinstall()
             return 0.0
 
     def apply_async(self, entry: Any, producer: Any = None, advance: bool = True, **_: Any) -> Any:
@@ -64,14 +123,19 @@ class Scheduler(RedBeatScheduler):  # type: ignore[misc]
         if declared is None:  # a schedule removed from the code while this process ran
             return None
         slot = _slot(declared, entry.last_run_at)
-        if advance:
-            # Advance first, as Celery does: a slot that fails to send is not sent forever.
-            entry = self.reserve(entry)
         try:
+            if advance:
+                # Advance first, as Celery does: a slot that fails to send is not sent forever.
+                entry = self.reserve(entry)
             return schedules.fire(declared, slot)
         except WorkerAppError as exc:
             logger.error("schedule %s: slot not enqueued: %s", declared.name, exc)
-            return None
+        except _REDIS_AWAY as exc:
+            # Not advanced: tried again at the next tick, under the same slot id.
+            logger.error(
+                "schedule %s: slot not enqueued: Redis unreachable (%s)", declared.name, exc
+            )
+        return None
 
 
 def _slot(declared: schedules.Periodic, last_run: datetime | None) -> datetime:

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import click
 from celery.signals import (
     before_task_publish,
     celeryd_init,
     heartbeat_sent,
+    import_modules,
     setup_logging,
     task_postrun,
     task_prerun,
@@ -38,6 +40,15 @@ def _on_worker_init(options: dict[str, Any] | None = None, **_: Any) -> None:
     # answer or know no such master are one line each, not a trace.
     check_worker_queues((options or {}).get("queues"))
     check_sentinel(get_settings())
+
+
+@import_modules.connect
+def _on_import_modules(**_: Any) -> None:
+    # Flower (``celery -A worker_app flower``) loads the app's modules before it connects: the
+    # same one line as the worker's for Sentinels that do not answer or know no such master.
+    context = click.get_current_context(silent=True)
+    if context is not None and context.info_name == "flower":
+        check_sentinel(get_settings())
 
 
 @setup_logging.connect

@@ -35,9 +35,9 @@ from worker_app.broker.envelope import list_key
 from worker_app.broker.publish import (
     batch_args,
     check_size,
-    connected_replicas,
     due_at,
     placement,
+    replicas_for,
     settle_unconfirmed,
 )
 from worker_app.broker.queues import check_queue
@@ -312,7 +312,7 @@ def _settle(
     # WAIT counts this connection's writes: it goes on the same one.
     replicas = replicas_to_wait(get_settings())
     if replicas:  # only then is the server asked how many it has
-        replicas = min(replicas, connected_replicas(client))
+        replicas = replicas_for(client, replicas, sender.connection)
     if replicas:
         sender.send(pack_command("WAIT", replicas, keys.REPLICA_WAIT_MS))
         sender.send(pack_command("ROLE"))
@@ -322,6 +322,8 @@ def _settle(
             replicas,
             0 if isinstance(confirmed, Exception) else int(confirmed),
             "unknown" if isinstance(role, Exception) else _text(first),
+            client,
+            sender.connection,
         )
 
 
