@@ -14,7 +14,12 @@ from worker_app import keys
 from worker_app.broker.envelope import PRIORITY_STEPS
 from worker_app.config import ConfigError, Settings, get_settings, sentinel_master, sentinel_tls
 from worker_app.errors import UnknownTask
-from worker_app.redis_client import HEALTH_CHECK_INTERVAL, SOCKET_CONNECT_TIMEOUT, SOCKET_TIMEOUT
+from worker_app.redis_client import (
+    HEALTH_CHECK_INTERVAL,
+    SOCKET_CONNECT_TIMEOUT,
+    SOCKET_TIMEOUT,
+    sentinel_kwargs,
+)
 
 # The soft time limit fires this share of the hard limit earlier (at most 30 s), so the task can
 # be retried cleanly before the pool kills it.
@@ -53,9 +58,7 @@ def _redis_urls(settings: Settings) -> tuple[str, dict[str, Any]]:
     options: dict[str, Any] = {}
     if url.startswith("sentinel://"):
         options["master_name"] = sentinel_master(url)
-        tls = sentinel_tls(url)
-        if tls:
-            options["sentinel_kwargs"] = tls
+        options["sentinel_kwargs"] = sentinel_kwargs(url)
         url = ";".join(urlunsplit(urlsplit(part)._replace(query="")) for part in url.split(";"))
     return url, options
 
@@ -182,9 +185,7 @@ def _beat_config(
         options["service_name"] = sentinel_master(url)
         if hosts[0].password:
             options["password"] = hosts[0].password
-        tls = sentinel_tls(url)
-        if tls:
-            options["sentinel_kwargs"] = tls
+        options["sentinel_kwargs"] = sentinel_kwargs(url)
         url = "redis-sentinel://"
     return {
         "beat_scheduler": "worker_app.flow.beat:Scheduler",

@@ -311,6 +311,8 @@ def sentinel_tls(url: str) -> dict[str, Any]:
     """redis-py's TLS arguments a sentinel URL asks for with ``ssl=true`` (for the Sentinels
     and the master alike; the certificate verified unless ``ssl_cert_reqs`` says otherwise,
     against ``ssl_ca_certs`` or the system's authorities); empty without it."""
+    if not url.startswith("sentinel://"):
+        return {}
     query = _sentinel_query(url)
     if query.get("ssl", "false").lower() != "true":
         return {}

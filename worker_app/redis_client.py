@@ -57,11 +57,20 @@ class MasterWatch:
         """Watch ``pool`` (a redis-py ``SentinelConnectionPool`` of a master)."""
         with self._lock:
             self._pools.add(pool)
-            if self._pid != os.getpid():  # none yet in this process (or only the parent's)
-                self._pid = os.getpid()
-                threading.Thread(
-                    target=self._run, name="sentinel-master-watch", daemon=True
-                ).start()
+            self._start()
+
+    def _start(self) -> None:
+        if self._pid != os.getpid():  # none yet in this process
+            self._pid = os.getpid()
+            threading.Thread(target=self._run, name="master-watch", daemon=True).start()
+
+    def after_fork(self) -> None:
+        """In a forked process (a pool process, a web worker): a thread of its own for the
+        pools it inherited (the parent's thread is not copied; its lock may have been held)."""
+        self._lock = threading.Lock()
+        self._pid = 0
+        if len(self._pools):
+            self._start()
 
     def _run(self) -> None:
         while True:
@@ -88,29 +97,45 @@ class MasterWatch:
                         *before,
                         *after,
                     )
-                _cut_in_use(pool)
+                _cut_in_use(pool, after)
                 moved += 1
         return moved
 
 
 MASTER_WATCH = MasterWatch()
+os.register_at_fork(after_in_child=MASTER_WATCH.after_fork)
 
 
-def _cut_in_use(pool: Any) -> None:
-    """Shut down (not close) the sockets of ``pool``'s connections in use: a command waiting on
-    one fails as on a lost connection, and an event loop polling one sees it end (a socket
-    closed under it would vanish from the poll without a word)."""
+def _cut_in_use(pool: Any, master: Any) -> None:
+    """Shut down (not close) the sockets of ``pool``'s connections in use that reach another
+    server than ``master``: a command waiting on one fails as on a lost connection, and an
+    event loop polling one sees it end (a socket closed under it would vanish from the poll
+    without a word). The plain socket's shutdown, also under TLS (the TLS object's own would
+    unwrap it under the thread reading it)."""
     for connection in list(getattr(pool, "_in_use_connections", ())):
         sock = getattr(connection, "_sock", None)
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+        if sock is None or (connection.host, connection.port) == tuple(master):
+            continue
+        with contextlib.suppress(OSError):
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
 def sentinel_nodes(url: str) -> list[tuple[str, int]]:
     """The (host, port) of every Sentinel a ``sentinel://`` URL names."""
     parts = [urlsplit(part) for part in url.split(";")]
     return [(part.hostname or "localhost", part.port or 26379) for part in parts]
+
+
+def sentinel_kwargs(url: str) -> dict[str, Any]:
+    """How a process talks to the sentinels themselves (redis-py's ``sentinel_kwargs``): short
+    timeouts, as they are asked small questions often (:class:`MasterWatch`, a publish no
+    replica confirmed), keepalive, and TLS when the URL asks for it."""
+    return {
+        "socket_timeout": SENTINEL_CHECK_TIMEOUT,
+        "socket_connect_timeout": SENTINEL_CHECK_TIMEOUT,
+        "socket_keepalive": True,
+        **sentinel_tls(url),
+    }
 
 
 def check_sentinel(settings: Settings) -> None:
@@ -169,10 +194,12 @@ def connect(settings: Settings) -> redis.Redis:
     parts = [urlsplit(part) for part in url.split(";")]
     nodes = sentinel_nodes(url)
     db = int(parts[-1].path.strip("/") or 0)
-    tls = sentinel_tls(url)
     # redis-py's sentinel module has no annotations.
     sentinel = Sentinel(  # type: ignore[no-untyped-call]
-        nodes, sentinel_kwargs={"password": parts[0].password, **tls}, **options, **tls
+        nodes,
+        sentinel_kwargs={"password": parts[0].password, **sentinel_kwargs(url)},
+        **options,
+        **sentinel_tls(url),
     )
     master: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
         sentinel_master(url) or "", db=db, password=parts[0].password

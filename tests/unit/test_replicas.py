@@ -21,14 +21,6 @@ class FakeSentinel:
         return self.state
 
 
-class FakeConnection:
-    host, port = "10.0.0.1", 6379
-    _sock: Any = object()  # connected
-
-    def disconnect(self) -> None:
-        self._sock = None
-
-
 class FakePool:
     is_master = True
     service_name = "main"
@@ -37,25 +29,28 @@ class FakePool:
         self.sentinel_manager = type("Manager", (), {"sentinels": list(sentinels)})()
 
 
+HERE = ("10.0.0.1", 6379)
+
+
 def test_a_master_every_sentinel_names_serves() -> None:
     pool = FakePool(FakeSentinel(6379, 0), FakeSentinel(6379, 0))
-    assert serves_master(pool, FakeConnection())
+    assert serves_master(pool, HERE)
 
 
 def test_a_master_being_failed_over_does_not_serve() -> None:
     pool = FakePool(FakeSentinel(6379, 0), FakeSentinel(6379, 1, "master,failover_in_progress"))
-    connection = FakeConnection()
-    assert not serves_master(pool, connection)
-    assert connection._sock is None  # reconnects through Sentinel next
+    assert not serves_master(pool, HERE)
 
 
 def test_the_newest_configuration_decides() -> None:
     # The failover's leader names the new master; the others have not heard yet.
     pool = FakePool(FakeSentinel(6379, 0), FakeSentinel(6380, 1), FakeSentinel(6379, 0))
-    assert not serves_master(pool, FakeConnection())
-    moved = FakeConnection()
-    moved.port = 6380
-    assert serves_master(pool, moved)
+    assert not serves_master(pool, HERE)
+    assert serves_master(pool, ("10.0.0.1", 6380))
+
+
+def test_no_sentinel_answering_is_no_master() -> None:
+    assert not serves_master(FakePool(), HERE)
 
 
 class FakeClient:

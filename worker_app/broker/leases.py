@@ -75,9 +75,10 @@ class Leases:
     def may_start(self, received_at: float, now: float | None = None) -> bool:
         """Whether a message received at ``received_at`` is still surely this worker's."""
         now = time.monotonic() if now is None else now
+        renewed_at = self.renewed_at  # first: a gap is stored before the renewal that ends it
         if received_at < self.gap_at:
             return False
-        return now - max(self.renewed_at, received_at) <= self.timeout * STALE_SHARE
+        return now - max(renewed_at, received_at) <= self.timeout * STALE_SHARE
 
 
 LEASES = Leases()

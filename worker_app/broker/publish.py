@@ -177,10 +177,10 @@ def publish(
     if replicas:  # only then is the server asked how many it has
         replicas = replicas_for(client, replicas)
     if replicas:
-        reply, confirmed, role = script("publish").replicated(
+        reply, confirmed, role, address = script("publish").replicated(
             client, [list_key], args, replicas, keys.REPLICA_WAIT_MS
         )
-        settle_unconfirmed(replicas, confirmed, role, client)
+        settle_unconfirmed(replicas, confirmed, role, client, address)
     else:
         reply = script("publish")(client, [list_key], args, held=True)
     return reply.decode() if isinstance(reply, bytes) else str(reply or "")
@@ -236,7 +236,7 @@ def connected_replicas(client: Any) -> int:
     return _replicas.count
 
 
-def replicas_for(client: Any, wanted: int, connection: Any = None) -> int:
+def replicas_for(client: Any, wanted: int, address: tuple[str, int] | None = None) -> int:
     """The replicas a publish on ``client`` waits for: ``wanted``, or as many as its server has.
 
     A server without any replica is the master of a degraded deployment, or an old master a
@@ -249,13 +249,17 @@ def replicas_for(client: Any, wanted: int, connection: Any = None) -> int:
             there.
     """
     replicas = min(wanted, connected_replicas(client))
-    if replicas == 0 and not _on_master(client, connection):
+    if replicas == 0 and not _on_master(client, address):
         raise RedisConnectionError("the publish's server is no longer the Sentinel master")
     return replicas
 
 
 def settle_unconfirmed(
-    replicas: int, confirmed: int, role: str, client: Any = None, connection: Any = None
+    replicas: int,
+    confirmed: int,
+    role: str,
+    client: Any = None,
+    address: tuple[str, int] | None = None,
 ) -> None:
     """After a publish and its ``WAIT`` and ``ROLE`` on the same connection: refused when the
     server is no longer the master (a failover demoted it, and what it took is discarded when
@@ -272,7 +276,7 @@ def settle_unconfirmed(
     _replicas.seen_at = -ROLE_EVERY  # ask again on the next publish
     if role not in ("master", "unknown"):
         raise RedisConnectionError(f"the publish's server is {role}, no longer the master")
-    if client is not None and not _on_master(client, connection):
+    if client is not None and address is not None and not _on_master(client, address):
         # Still a master, but a failover elected another (it lost its replica to it).
         raise RedisConnectionError("the publish's server is no longer the Sentinel master")
     if time.monotonic() - _replicas.warned_at < UNCONFIRMED_EVERY:
@@ -287,12 +291,16 @@ def settle_unconfirmed(
     )
 
 
-def _on_master(client: Any, connection: Any) -> bool:
-    """Whether the publish's connection (this thread's held one unless given) reaches the
-    master the sentinels name now."""
-    if connection is None:
+def _on_master(client: Any, address: tuple[str, int] | None) -> bool:
+    """Whether the server a publish went to (``address``), or, before a publish, this thread's
+    held connection, is the master the sentinels name now; a held connection that is not is
+    disconnected (the retry reconnects to the new master)."""
+    if address is None:
         return held_on_master(client)
-    return serves_master(client.connection_pool, connection)
+    if serves_master(client.connection_pool, address):
+        return True
+    held_on_master(client)  # drops this thread's connection if it is still on that server
+    return False
 
 
 def _text(value: Any) -> str:

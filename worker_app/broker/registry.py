@@ -134,11 +134,11 @@ class Script:
 
     def replicated(
         self, client: Any, own_keys: list[str], args: Any, replicas: int, timeout_ms: int
-    ) -> tuple[Any, int, str]:
+    ) -> tuple[Any, int, str, tuple[str, int]]:
         """Run the script on this thread's own connection, then ``WAIT`` until ``replicas``
         replicas have its writes (at most ``timeout_ms``) and ask the server's ``ROLE``, in the
-        same round trip; returns the script's reply, how many replicas confirmed and the role
-        (see :func:`run_held_waiting`)."""
+        same round trip; returns the script's reply, how many replicas confirmed, the role and
+        the server's address (see :func:`run_held_waiting`)."""
         command = self.command(own_keys, list(args))
         wait = pack_command("WAIT", replicas, timeout_ms)
         try:
@@ -176,31 +176,37 @@ def _held_connection(client: Any) -> Any:
 
 def _on_master(pool: Any, connection: Any) -> bool:
     """Whether a Sentinel-managed ``connection`` (if connected) reaches the server its pool last
-    knew as the master."""
-    if getattr(connection, "_sock", None) is None:
+    knew as the master (addresses only: a pool not yet reset after a fork is still right)."""
+    if getattr(connection, "_sock", None) is None or pool.master_address is None:
         return True
-    return bool(pool.master_address is None or pool.owns_connection(connection))
+    return bool((connection.host, connection.port) == tuple(pool.master_address))
 
 
 def held_on_master(client: Any) -> bool:
-    """Whether this thread's publish connection to ``client``'s server reaches the master the
-    sentinels name now (:func:`serves_master`)."""
+    """Before a publish: whether this thread's publish connection to ``client``'s server reaches
+    the master (:func:`serves_master`); if not, it is disconnected and reconnects to the new
+    one. True without Sentinel."""
     pool = client.connection_pool
     if not getattr(pool, "is_master", False):
         return True
-    return serves_master(pool, _held_connection(client))
-
-
-def serves_master(pool: Any, connection: Any) -> bool:
-    """Whether ``connection`` of a Sentinel-managed ``pool`` reaches the master, as every
-    sentinel that answers says now: none names another server, and none is failing it over
-    (in the failover's first second the replica is promoted while the sentinels still name the
-    old master, which takes writes it drops when it becomes a replica). If not, the connection
-    is disconnected, so that it connects to the new master next. True without Sentinel."""
-    if not getattr(pool, "is_master", False):
-        return True
+    connection = _held_connection(client)
     if getattr(connection, "_sock", None) is None:
         connection.connect()  # to the master the sentinels name: which one is checked below
+    if serves_master(pool, (connection.host, connection.port)):
+        return True
+    connection.disconnect()
+    return False
+
+
+def serves_master(pool: Any, address: tuple[str, int]) -> bool:
+    """Whether the server at ``address`` is the master of Sentinel-managed ``pool``, as the
+    sentinels say now: none that answers is failing it over (in the failover's first second
+    the replica is promoted while the sentinels still name the old master, which takes writes
+    it drops when it becomes a replica), and the one with the newest configuration
+    (``config-epoch``: a failover's leader knows it first) names it. False when none answers.
+    True without Sentinel."""
+    if not getattr(pool, "is_master", False):
+        return True
     newest: dict[str, Any] | None = None
     for sentinel in pool.sentinel_manager.sentinels:
         try:
@@ -209,18 +215,12 @@ def serves_master(pool: Any, connection: Any) -> bool:
             continue  # down, or it knows no such master: the others tell
         flags = state.get("flags", "")
         if "failover_in_progress" in (flags if isinstance(flags, str) else ",".join(flags)):
-            newest = None
-            break
-        # The sentinel with the newest configuration (a failover's leader knows it first).
+            return False
         if newest is None or int(state.get("config-epoch", 0)) > int(newest.get("config-epoch", 0)):
             newest = state
-    if newest is not None and (newest.get("ip"), int(newest.get("port", 0))) == (
-        connection.host,
-        int(connection.port),
-    ):
-        return True
-    connection.disconnect()
-    return False
+    if newest is None:
+        return False
+    return (str(newest.get("ip")), int(newest.get("port", 0))) == (address[0], int(address[1]))
 
 
 def run_held(client: Any, command: bytes, *, resend: bool = False) -> Any:
@@ -235,14 +235,16 @@ def run_held(client: Any, command: bytes, *, resend: bool = False) -> Any:
 
 def run_held_waiting(
     client: Any, command: bytes, wait: bytes, *, resend: bool = False
-) -> tuple[Any, int, str]:
+) -> tuple[Any, int, str, tuple[str, int]]:
     """:func:`run_held` with ``WAIT`` and ``ROLE`` sent behind the command in the same write,
-    on the same connection; returns the command's reply, the replicas that confirmed and the
-    server's role. Once the command's reply is read the command is never sent again: a lost
-    ``WAIT`` or ``ROLE`` reply reads as no replica and no longer the master."""
+    on the same connection; returns the command's reply, the replicas that confirmed, the
+    server's role and its address (host, port). Once the command's reply is read the command
+    is never sent again: a lost ``WAIT`` or ``ROLE`` reply reads as no replica and no longer
+    the master."""
     connection = _held_connection(client)
     reply = _run_on(connection, command, resend, then=[wait, ROLE])
-    return reply, *_confirmation(connection)
+    address = (connection.host, connection.port)  # before a lost reply disconnects it
+    return reply, *_confirmation(connection), address
 
 
 ROLE = b"*1\r\n$4\r\nROLE\r\n"

@@ -131,7 +131,8 @@ class Scheduler(RedBeatScheduler):  # type: ignore[misc]
         except WorkerAppError as exc:
             logger.error("schedule %s: slot not enqueued: %s", declared.name, exc)
         except _REDIS_AWAY as exc:
-            # Not advanced: tried again at the next tick, under the same slot id.
+            # Tried again at the next tick under the same slot id if the entry was not advanced
+            # yet; once advanced (as Celery does first), the slot is skipped.
             logger.error(
                 "schedule %s: slot not enqueued: Redis unreachable (%s)", declared.name, exc
             )

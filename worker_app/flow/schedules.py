@@ -174,6 +174,12 @@ def fire(entry: Periodic, slot: datetime) -> str | None:
                 record.status,
             )
             return None
+    if records.store().get(job_id) is not None:
+        # Its record (written with its message, replicated before the publish returned) says
+        # the slot was sent: by another scheduler, or by this one before a failover lost the
+        # claim below (written apart from the message).
+        logger.info("schedule %s: slot %s was already enqueued", entry.name, job_id)
+        return None
     submitted = submit(
         entry.task,
         entry.payload,

@@ -312,7 +312,7 @@ def _settle(
     # WAIT counts this connection's writes: it goes on the same one.
     replicas = replicas_to_wait(get_settings())
     if replicas:  # only then is the server asked how many it has
-        replicas = replicas_for(client, replicas, sender.connection)
+        replicas = replicas_for(client, replicas, (sender.connection.host, sender.connection.port))
     if replicas:
         sender.send(pack_command("WAIT", replicas, keys.REPLICA_WAIT_MS))
         sender.send(pack_command("ROLE"))
@@ -323,7 +323,7 @@ def _settle(
             0 if isinstance(confirmed, Exception) else int(confirmed),
             "unknown" if isinstance(role, Exception) else _text(first),
             client,
-            sender.connection,
+            (sender.connection.host, sender.connection.port),
         )
 
 
