@@ -87,17 +87,64 @@ def _pool_processes(worker: Worker) -> list[int]:
     return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
-def _late_starts(spots: Spots, node: str, since: float) -> list[str]:
-    return [job for what, job, at_node, at in spots.lines() if what == "start"
-            and at_node == node and at > since]  # fmt: skip
+REFUSED = "not started: its lease may have lapsed"
 
 
-def _still_serves(stalled: Worker, rescuer: Worker | None, spots: Spots) -> None:
-    """The worker that gave a job back goes on taking jobs (its pool slot was freed)."""
-    if rescuer is not None:
-        rescuer.stop()
-    jobs = [e2e_tasks.spot.delay("after", 0.0).id for _ in range(3)]
-    wait_until(lambda: set(jobs) <= spots.ended(), 30, "the worker to run jobs again")
+class Stall:
+    """A one-process worker to stall (SIGSTOP), the file its jobs note their runs in, and the
+    worker that takes its jobs back meanwhile."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        spot_file = tmp_path / "spots"
+        self.env = child_env(ASYNQ_VISIBILITY_TIMEOUT=f"{LEASE}s", SPOT_FILE=str(spot_file))
+        self.spots = Spots(spot_file)
+        self.worker = Worker(tmp_path / "stalled.log", self.env, concurrency=1)
+        self.rescuer: Worker | None = None
+        self.resumed = 0.0
+
+    def __enter__(self) -> Stall:
+        self.worker.start()
+        time.sleep(LEASE)  # the lease renewals have begun
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.worker.stop()
+        if self.rescuer is not None:
+            self.rescuer.stop()
+
+    def rescue(self, job: str, what: str, also_stopped: tuple[int, ...] = ()) -> None:
+        """Stop the worker's main process, start another worker, wait until ``job`` ran there,
+        then resume the stalled processes (``also_stopped`` first)."""
+        process = self.worker.process
+        assert process is not None
+        process.send_signal(signal.SIGSTOP)
+        try:
+            self.rescuer = Worker(self.tmp_path / "rescuer.log", self.env).start()
+            wait_until(lambda: job in self.spots.ended(), 4 * LEASE + 30, what)
+        finally:
+            for pid in also_stopped:
+                os.kill(pid, signal.SIGCONT)
+            process.send_signal(signal.SIGCONT)
+        self.resumed = time.time()
+
+    def refused(self, what: str) -> None:
+        """The stalled worker refuses to start what it held, and starts nothing after resuming."""
+        wait_until(lambda: self.worker.lines(REFUSED), 3 * LEASE, what)
+        time.sleep(1.0)
+        late = [
+            job
+            for kind, job, node, at in self.spots.lines()
+            if kind == "start" and node == self.worker.node and at > self.resumed
+        ]
+        assert late == []
+
+    def still_serves(self) -> None:
+        """The worker that gave a job back goes on taking jobs (its pool slot was freed)."""
+        if self.rescuer is not None:
+            self.rescuer.stop()
+        jobs = [e2e_tasks.spot.delay("after", 0.0).id for _ in range(3)]
+        wait_until(lambda: set(jobs) <= self.spots.ended(), 30, "the worker to run jobs again")
 
 
 def test_a_job_waiting_for_a_busy_pool_during_a_stall_does_not_start_after_it(
@@ -107,42 +154,22 @@ def test_a_job_waiting_for_a_busy_pool_during_a_stall_does_not_start_after_it(
     one pool process runs job A and job B waits for it. Another worker takes both back when
     their leases lapse and runs them. When the stalled worker resumes, its pool process is free:
     B must not start there (it ran elsewhere); the main process gives it back."""
-    spot_file = tmp_path / "spots"
-    env = child_env(ASYNQ_VISIBILITY_TIMEOUT=f"{LEASE}s", SPOT_FILE=str(spot_file))
-    spots = Spots(spot_file)
-    stalled = Worker(tmp_path / "stalled.log", env, concurrency=1).start()
-    rescuer: Worker | None = None
-    try:
-        time.sleep(LEASE)  # the lease renewals have begun
+    with Stall(tmp_path) as stall:
         first = e2e_tasks.spot.delay("stall", 2.0).id
         second = e2e_tasks.spot.delay("stall", 0.1).id
         wait_until(
             lambda: (
-                redis_client.hget(f"{keys.JOB}{second}", "worker") == stalled.node
-                and any(what == "start" and job == first for what, job, _, _ in spots.lines())
+                redis_client.hget(f"{keys.JOB}{second}", "worker") == stall.worker.node
+                and any(what == "start" and job == first for what, job, _, _ in stall.spots.lines())
             ),
             30,
             "A to run and B to be held behind it",
         )
-        assert stalled.process is not None
-        stalled.process.send_signal(signal.SIGSTOP)
-        try:
-            rescuer = Worker(tmp_path / "rescuer.log", env).start()
-            wait_until(lambda: second in spots.ended(), 4 * LEASE + 30, "B to run elsewhere")
-        finally:
-            stalled.process.send_signal(signal.SIGCONT)
-        resumed = time.time()
-        refused = "not started: its lease may have lapsed"
-        wait_until(lambda: stalled.lines(refused), 3 * LEASE, "B's refusal")
-        time.sleep(1.0)
-        assert _late_starts(spots, stalled.node, resumed) == []
+        stall.rescue(second, "B to run elsewhere")
+        stall.refused("B's refusal")
         for job in (first, second):
             assert redis_client.hget(f"{keys.JOB}{job}", "status") == "succeeded"
-        _still_serves(stalled, rescuer, spots)
-    finally:
-        stalled.stop()
-        if rescuer is not None:
-            rescuer.stop()
+        stall.still_serves()
 
 
 def test_a_job_handed_to_a_pool_process_before_a_stall_does_not_start_after_it(
@@ -152,38 +179,17 @@ def test_a_job_handed_to_a_pool_process_before_a_stall_does_not_start_after_it(
     worker's main process stops too. Another worker takes B back when its lease lapses and runs
     it. When both resume, the pool process reads B: it must not start it (the main process's
     check came before the stall; the pool process's own check refuses it)."""
-    spot_file = tmp_path / "spots"
-    env = child_env(ASYNQ_VISIBILITY_TIMEOUT=f"{LEASE}s", SPOT_FILE=str(spot_file))
-    spots = Spots(spot_file)
-    stalled = Worker(tmp_path / "stalled.log", env, concurrency=1).start()
-    rescuer: Worker | None = None
-    try:
-        time.sleep(LEASE)  # the lease renewals have begun
-        (pool,) = _pool_processes(stalled)
+    with Stall(tmp_path) as stall:
+        (pool,) = _pool_processes(stall.worker)
         os.kill(pool, signal.SIGSTOP)
         job = e2e_tasks.spot.delay("stall", 0.1).id
         wait_until(
-            lambda: redis_client.hget(f"{keys.JOB}{job}", "worker") == stalled.node,
+            lambda: redis_client.hget(f"{keys.JOB}{job}", "worker") == stall.worker.node,
             30,
             "the job to be held",
         )
         time.sleep(0.5)  # handed to the (stopped) pool process
-        assert stalled.process is not None
-        stalled.process.send_signal(signal.SIGSTOP)
-        try:
-            rescuer = Worker(tmp_path / "rescuer.log", env).start()
-            wait_until(lambda: job in spots.ended(), 4 * LEASE + 30, "the job to run elsewhere")
-        finally:
-            os.kill(pool, signal.SIGCONT)
-            stalled.process.send_signal(signal.SIGCONT)
-        resumed = time.time()
-        refused = "not started: its lease may have lapsed"
-        wait_until(lambda: stalled.lines(refused), 3 * LEASE, "the pool process's refusal")
-        time.sleep(1.0)
-        assert _late_starts(spots, stalled.node, resumed) == []
+        stall.rescue(job, "the job to run elsewhere", also_stopped=(pool,))
+        stall.refused("the pool process's refusal")
         assert redis_client.hget(f"{keys.JOB}{job}", "status") == "succeeded"
-        _still_serves(stalled, rescuer, spots)
-    finally:
-        stalled.stop()
-        if rescuer is not None:
-            rescuer.stop()
+        stall.still_serves()

@@ -22,7 +22,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from worker_app import keys
 from worker_app.broker import envelope
-from worker_app.broker.registry import held_on_master, script, serves_master
+from worker_app.broker.registry import drop_held, held_on_master, script, serves_master
 from worker_app.config import get_settings, replicas_to_wait
 from worker_app.errors import PayloadTooLarge
 
@@ -249,7 +249,7 @@ def replicas_for(client: Any, wanted: int, address: tuple[str, int] | None = Non
             there.
     """
     replicas = min(wanted, connected_replicas(client))
-    if replicas == 0 and not _on_master(client, address):
+    if replicas == 0 and not _publish_on_master(client, address):
         raise RedisConnectionError("the publish's server is no longer the Sentinel master")
     return replicas
 
@@ -276,7 +276,7 @@ def settle_unconfirmed(
     _replicas.seen_at = -ROLE_EVERY  # ask again on the next publish
     if role not in ("master", "unknown"):
         raise RedisConnectionError(f"the publish's server is {role}, no longer the master")
-    if client is not None and address is not None and not _on_master(client, address):
+    if client is not None and address is not None and not _publish_on_master(client, address):
         # Still a master, but a failover elected another (it lost its replica to it).
         raise RedisConnectionError("the publish's server is no longer the Sentinel master")
     if time.monotonic() - _replicas.warned_at < UNCONFIRMED_EVERY:
@@ -291,7 +291,7 @@ def settle_unconfirmed(
     )
 
 
-def _on_master(client: Any, address: tuple[str, int] | None) -> bool:
+def _publish_on_master(client: Any, address: tuple[str, int] | None) -> bool:
     """Whether the server a publish went to (``address``), or, before a publish, this thread's
     held connection, is the master the sentinels name now; a held connection that is not is
     disconnected (the retry reconnects to the new master)."""
@@ -299,7 +299,7 @@ def _on_master(client: Any, address: tuple[str, int] | None) -> bool:
         return held_on_master(client)
     if serves_master(client.connection_pool, address):
         return True
-    held_on_master(client)  # drops this thread's connection if it is still on that server
+    drop_held(client, address)
     return False
 
 

@@ -169,12 +169,12 @@ def _held_connection(client: Any) -> Any:
     if kept is None or kept[0] is not pool:
         kept = held.connections[id(pool)] = (pool, pool.connection_class(**pool.connection_kwargs))
     connection = kept[1]
-    if getattr(pool, "is_master", False) and not _on_master(pool, connection):
+    if getattr(pool, "is_master", False) and not _on_pool_master(pool, connection):
         connection.disconnect()  # the master moved (MasterWatch): reconnect through Sentinel
     return connection
 
 
-def _on_master(pool: Any, connection: Any) -> bool:
+def _on_pool_master(pool: Any, connection: Any) -> bool:
     """Whether a Sentinel-managed ``connection`` (if connected) reaches the server its pool last
     knew as the master (addresses only: a pool not yet reset after a fork is still right)."""
     if getattr(connection, "_sock", None) is None or pool.master_address is None:
@@ -196,6 +196,17 @@ def held_on_master(client: Any) -> bool:
         return True
     connection.disconnect()
     return False
+
+
+def drop_held(client: Any, address: tuple[str, int]) -> None:
+    """Disconnect this thread's publish connection to ``client``'s server if it reaches
+    ``address`` (a server that is no longer the master): the next publish reconnects."""
+    connection = _held_connection(client)
+    if getattr(connection, "_sock", None) is not None and (
+        connection.host,
+        connection.port,
+    ) == tuple(address):
+        connection.disconnect()
 
 
 def serves_master(pool: Any, address: tuple[str, int]) -> bool:

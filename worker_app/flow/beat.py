@@ -54,13 +54,7 @@ class Scheduler(RedBeatScheduler):  # type: ignore[misc]
                 super().setup_schedule()
                 break
             except _REDIS_AWAY as exc:
-                if not self._unreachable:
-                    logger.warning(
-                        "beat: Redis unreachable (%s); trying again every %.0fs",
-                        exc,
-                        RETRY_INTERVAL,
-                    )
-                self._unreachable = True
+                self._away(exc)
                 time.sleep(RETRY_INTERVAL)
         logger.info(
             "beat: %d schedule(s): %s",
@@ -78,17 +72,21 @@ class Scheduler(RedBeatScheduler):  # type: ignore[misc]
             # Redis restarting, its master failing over or the network down: redbeat lets the
             # error stop beat; this one waits and tries again (the lock lapses meanwhile and is
             # taken again, or by a standby; slots stay one run each, claimed by their job ids).
-            if not self._unreachable:
-                logger.warning(
-                    "beat: Redis unreachable (%s); trying again every %.0fs", exc, RETRY_INTERVAL
-                )
-            self._unreachable = True
+            self._away(exc)
             return RETRY_INTERVAL
         if self._unreachable:
             logger.info("beat: Redis reachable again; scheduling goes on")
             self._unreachable = False
             self._reinstall()
         return interval
+
+    def _away(self, exc: Exception) -> None:
+        """Redis did not answer: said once per outage."""
+        if not self._unreachable:
+            logger.warning(
+                "beat: Redis unreachable (%s); trying again every %.0fs", exc, RETRY_INTERVAL
+            )
+        self._unreachable = True
 
     def _reinstall(self) -> None:
         """Write the schedule's entries again (each keeps its last run if the server has it):
