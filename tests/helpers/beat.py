@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,14 @@ class Beat:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def stacks(self) -> str:
+        """Every thread's stack, written by the process into its log, and the log's tail."""
+        if self.process is None or self.process.poll() is not None:
+            return self.log()[-4000:]
+        self.process.send_signal(signal.SIGUSR1)
+        time.sleep(1)
+        return self.log()[-12000:]
 
     @property
     def active(self) -> bool:

@@ -175,3 +175,31 @@ def test_beat_waits_out_redis_at_start_and_through_a_restart(
         beat.stop()
         if worker is not None:
             worker.stop()
+
+
+def test_beat_writes_its_schedule_again_when_the_master_lost_it(
+    tmp_path: Path, broker: RedisServer
+) -> None:
+    """A failover drops what the old master acknowledged but had not replicated, the schedule
+    beat wrote at start among them, and no error need reach beat (its next connection reaches
+    the new master). Beat finds its entries missing and writes them again; it would otherwise
+    find nothing due, ever. Here the entries vanish under a running beat; its lock stays."""
+    name = f"kept-{uuid.uuid4().hex[:8]}"
+    schedule = {"name": name, "task": "e2e.tick", "every": "1s", "payload": {"key": name}}
+    beat = Beat(tmp_path / "beat.log", [schedule], REDIS_URL=broker.url).start()
+    client = redis.Redis.from_url(broker.url, decode_responses=True)
+    try:
+
+        def due() -> int:
+            return beat.log().count(f"Sending due task {name}")
+
+        wait_until(lambda: due() >= 1, 60, "beat to find the slot due")
+        lost = [key for key in client.scan_iter(f"{keys.BEAT}*") if key != keys.BEAT_LOCK]
+        assert f"{keys.BEAT}:schedule" in lost
+        client.delete(*lost)
+        before = due()
+        wait_until(lambda: due() >= before + 2, 30, "beat to find slots due again")
+        assert f"the master lacks schedule(s) {name}" in beat.log()
+        assert client.exists(keys.BEAT_LOCK)
+    finally:
+        beat.stop()

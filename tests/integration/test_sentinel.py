@@ -123,9 +123,6 @@ def _through_a_failover(
     env = child_env(
         REDIS_URL=sentinels.url, LEDGER_URL=redis_server.url, ASYNQ_VISIBILITY_TIMEOUT=VISIBILITY
     )
-    workers = [Worker(tmp_path / f"worker-{n}.log", env, concurrency=2).start() for n in (1, 2)]
-    api = ApiServer(tmp_path / "api.log", child_env(REDIS_URL=sentinels.url, API_TOKEN=API_TOKEN))
-    api.start()
     # A periodic job every second through the failover: each slot runs once.
     # (On `critical`: behind the load on `default`, a pending slot would make the next ones skip.)
     every_second = {"name": f"tick-{run}", "task": "e2e.ledger", "every": "1s", "queue": "critical"}
@@ -136,9 +133,19 @@ def _through_a_failover(
         LEDGER_URL=redis_server.url,
         ASYNQ_VISIBILITY_TIMEOUT=VISIBILITY,
     ).start()
+    workers: list[Worker] = []
+    api = ApiServer(tmp_path / "api.log", child_env(REDIS_URL=sentinels.url, API_TOKEN=API_TOKEN))
+    producer: subprocess.Popen[str] | None = None
     stop_file = tmp_path / "stop"
-    producer = _producer(run, env, stop_file)
     try:
+        workers += [
+            Worker(tmp_path / f"worker-{n}.log", env, concurrency=2).start() for n in (1, 2)
+        ]
+        api.start()
+        # Beat runs before the switch. (A schedule lost with the writes of beat's first moments:
+        # test_periodic.py, test_beat_writes_its_schedule_again_when_the_master_lost_it.)
+        wait_until(lambda: _slots_sent(beat), 60, "beat to send its first slot")
+        producer = _producer(run, env, stop_file)
         with ApiLoad(api, run) as load:
             quarter = JOBS // 4
             wait_until(
@@ -154,7 +161,16 @@ def _through_a_failover(
         # meanwhile, as for any run still going.)
         sent_before = len(_slots_sent(beat))
         beat_waited = time.monotonic()
-        wait_until(lambda: len(_slots_sent(beat)) >= sent_before + 3, 60, "beat to send again")
+        try:
+            wait_until(lambda: len(_slots_sent(beat)) >= sent_before + 3, 60, "beat to send again")
+        except BaseException:
+            master = redis.Redis(port=sentinels.current_master().port, decode_responses=True)
+            zset = f"{keys.BEAT}:schedule"
+            members = [str(key) for key in master.zrange(zset, 0, -1)]
+            schedule = {key: (master.zscore(zset, key), master.hgetall(key)) for key in members}
+            print(f"\nbeat's schedule {schedule} at {time.time():.1f}, threads and log:")
+            print(beat.stacks())
+            raise
         beat_back_after = time.monotonic() - beat_waited
         report = json.loads(out.strip().splitlines()[-1])
         acknowledged = set(report["ids"]) | set(load.accepted)
@@ -202,7 +218,7 @@ def _through_a_failover(
         return figures
     finally:
         stop_file.touch()
-        if producer.poll() is None:
+        if producer is not None and producer.poll() is None:
             producer.kill()
         for worker in workers:
             worker.stop()

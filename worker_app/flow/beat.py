@@ -21,11 +21,12 @@ from redbeat.schedulers import acquire_distributed_beat_lock
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import LockError, ReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.sentinel import MasterNotFoundError
 
 from worker_app.config import get_settings
 from worker_app.errors import WorkerAppError
 from worker_app.flow import schedules
-from worker_app.redis_client import check_sentinel
+from worker_app.redis_client import check_sentinel, get_redis
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +85,9 @@ class Scheduler(RedBeatScheduler):  # type: ignore[misc]
         """Redis did not answer: said once per outage."""
         if not self._unreachable:
             logger.warning(
-                "beat: Redis unreachable (%s); trying again every %.0fs", exc, RETRY_INTERVAL
+                "beat: Redis unreachable (%s); trying again every %.0fs",
+                _brief(exc),
+                RETRY_INTERVAL,
             )
         self._unreachable = True
 
@@ -95,13 +98,34 @@ class Scheduler(RedBeatScheduler):  # type: ignore[misc]
         try:
             RedBeatScheduler.setup_schedule(self)
         except _REDIS_AWAY as exc:
-            logger.warning("beat: schedule not written again yet (%s)", exc)
+            logger.warning("beat: schedule not written again yet (%s)", _brief(exc))
+
+    def _missing(self) -> list[str]:
+        """The schedule's entries the master does not have."""
+        conf = self.app.redbeat_conf
+        names = list(conf.schedule)
+        with get_redis().pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.zscore(conf.schedule_key, self.Entry.generate_key(self.app, name))
+            scores = pipe.execute()
+        return [name for name, score in zip(names, scores, strict=True) if score is None]
 
     def _tick(self, *args: Any, **kwargs: Any) -> Any:
         if self.lock_key and self.lock is None:
             # redbeat's take of the lock at start failed (Redis away; Celery squashes the
             # error and redbeat's tick would then stop beat): taken here, waiting as a standby.
             acquire_distributed_beat_lock(SimpleNamespace(scheduler=self))
+            self._reinstall()
+        missing = self._missing()
+        if missing:
+            # A failover drops what the old master acknowledged but had not replicated yet, the
+            # schedule written at start among them, and no error need reach this process (its
+            # next connection simply reaches the new master): redbeat would then find nothing
+            # due, ever. Written again; each entry keeps its last run if the master has it.
+            logger.warning(
+                "beat: the master lacks schedule(s) %s (lost in a failover?); writing them again",
+                ", ".join(missing),
+            )
             self._reinstall()
         try:
             return super().tick(*args, **kwargs)
@@ -132,9 +156,16 @@ class Scheduler(RedBeatScheduler):  # type: ignore[misc]
             # Tried again at the next tick under the same slot id if the entry was not advanced
             # yet; once advanced (as Celery does first), the slot is skipped.
             logger.error(
-                "schedule %s: slot not enqueued: Redis unreachable (%s)", declared.name, exc
+                "schedule %s: slot not enqueued: Redis unreachable (%s)", declared.name, _brief(exc)
             )
         return None
+
+
+def _brief(exc: Exception) -> str:
+    """An error of an unreachable Redis in a few words (redis-py's "no master found" error
+    carries the description of every Sentinel client it tried)."""
+    text = str(exc).split(" : ", 1)[0] if isinstance(exc, MasterNotFoundError) else str(exc)
+    return text if len(text) <= 200 else f"{text[:200]}..."
 
 
 def _slot(declared: schedules.Periodic, last_run: datetime | None) -> datetime:
