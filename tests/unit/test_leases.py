@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+from types import SimpleNamespace
 
-from worker_app.broker.leases import Leases
+import pytest
+import redis
+
+from worker_app.broker.leases import LEASES, Leases
 
 
 def test_a_message_starts_while_the_leases_are_renewed() -> None:
@@ -54,3 +58,25 @@ def test_a_gap_before_the_first_renewal_counts_from_the_start_of_the_renewals() 
     leases.begin(now=100.0)
     leases.renewed(now=106.0)  # the first round, 6 s after the start
     assert not leases.may_start(received_at=100.5, now=106.1)
+
+
+def test_a_renewal_round_with_nothing_to_renew_counts_only_when_redis_answers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A request handed to the pool before a cut-off may have left the renewed list (its
+    connection was lost): the rounds that follow must still see Redis away, or that request
+    would start after the gap."""
+    from worker_app.worker import steps
+
+    class Away:
+        def ping(self) -> None:
+            raise redis.ConnectionError("cut off")
+
+    renewer = steps.LeaseRenewer(SimpleNamespace())
+    renewer.worker = SimpleNamespace(consumer=None)
+    monkeypatch.setattr(steps, "CARRIED", {})
+    monkeypatch.setattr(steps, "get_redis", lambda: Away())
+    before = LEASES.renewed_at
+    with pytest.raises(redis.ConnectionError):
+        renewer.tick()
+    assert LEASES.renewed_at == before

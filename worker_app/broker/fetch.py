@@ -37,6 +37,7 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from worker_app import keys
 from worker_app.broker import envelope
+from worker_app.broker.leases import ASKED_FIELD
 from worker_app.broker.registry import (
     join_packed,
     load_all,
@@ -349,6 +350,9 @@ class FetchingChannel:
             if held and self.on_held is not None:
                 self.on_held(queue, payload)
             self.delivering_held = held
+            info = payload["properties"].get("delivery_info")
+            if isinstance(info, dict):
+                info[ASKED_FIELD] = self._brpop_sent_at
             try:
                 self.connection._deliver(payload, queue)
             except Exception as exc:  # deliver the rest of the batch; raise the first error

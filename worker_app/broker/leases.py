@@ -24,6 +24,10 @@ STALE_SHARE = 0.8
 
 #: The request field a pool process reads the message's receipt time from.
 RECEIVED_FIELD = "worker_app_received_at"
+#: The ``delivery_info`` field the fetch stamps a message with: when (monotonic) the worker sent
+#: the call that held it. Its lease began no earlier, however late the reply came (a reply held
+#: up by a cut-off arrives after the lease it started may have lapsed).
+ASKED_FIELD = "worker_app_asked_at"
 
 _SLOT = struct.Struct("d")
 _TIMEOUT, _RENEWED_AT, _GAP_AT = (n * _SLOT.size for n in range(3))

@@ -34,7 +34,7 @@ from celery.worker import state
 from celery.worker.request import Request as CeleryRequest
 from celery.worker.state import task_ready
 
-from worker_app.broker.leases import LEASES, RECEIVED_FIELD
+from worker_app.broker.leases import ASKED_FIELD, LEASES, RECEIVED_FIELD
 from worker_app.dlq.capture import dead_letter_then_ack, entry_for
 from worker_app.worker import shutdown
 from worker_app.worker.stats import COUNTERS
@@ -89,8 +89,10 @@ class Request(CeleryRequest):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        #: When this worker received the message (monotonic): its lease began then.
-        self.received_at = time.monotonic()
+        #: When this worker asked for the message (monotonic): its lease began no earlier.
+        now = time.monotonic()
+        asked = (getattr(self._message, "delivery_info", None) or {}).get(ASKED_FIELD)
+        self.received_at = min(asked, now) if isinstance(asked, float) else now
 
     def execute_using_pool(self, pool: Any, **kwargs: Any) -> Any:
         self._check_execute()

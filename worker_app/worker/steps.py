@@ -226,8 +226,8 @@ class LeaseRenewer(PeriodicThread):
     """Every third of ``ASYNQ_VISIBILITY_TIMEOUT``, re-score every message this worker holds
     (running, reserved or waiting for its ETA) in kombu's unacked index. ``ZADD XX`` only
     touches entries that still exist: a message acknowledged or already restored is never
-    brought back. A round counts as a success also when the worker held nothing: the heartbeat
-    reports the last one (:class:`Heartbeat`)."""
+    brought back. A round counts as a success when Redis answered, also when the worker held
+    nothing: the heartbeat reports the last one (:class:`Heartbeat`)."""
 
     doing = "lease renewal"
 
@@ -258,6 +258,10 @@ class LeaseRenewer(PeriodicThread):
         # One C-level copy each under the GIL; a lost connection's running jobs too.
         tags = [*(delivered or ()), *CARRIED]
         if not tags:
+            # Nothing to renew, but Redis must answer for the round to count: a request handed
+            # to the pool before a cut-off may have left this list (its connection was lost)
+            # and must see the gap (worker_app.broker.leases).
+            get_redis().ping()
             return 0
         # Scored by the server's clock (renew.lua), as the fetch holds them.
         return int(script("renew")(get_redis(), [], tags) or 0)
